@@ -1,0 +1,352 @@
+//! camcast-view: the reference viewer. Headless modes for now: live statistics, saving frames,
+//! snapshots and server info, over either the v1 API or the seed contract.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tonic::{Code, Status};
+
+use camcast::client::{self, FrameStream, Received};
+use camcast::frame::looks_like_jpeg;
+use camcast::pb;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "camcast-view",
+    version,
+    about = "Watch a camcast camera: live statistics, saved frames, snapshots, server info.",
+    after_help = "Examples:\n  \
+        camcast-view cam.local --stats              fps, latency and skipped frames every second\n  \
+        camcast-view cam.local --frames 100 --out shots/   save 100 frames as JPEG files\n  \
+        camcast-view cam.local --snapshot now.jpg   one picture\n  \
+        camcast-view cam.local --info               what the server is doing\n  \
+        camcast-view cam.local --legacy --stats     talk to a server that speaks only the seed contract\n\n\
+        Exit status: 0 done, 1 other error, 2 bad usage, 3 cannot connect or server unavailable,\n\
+        4 refused by the server (limit reached, bad request), 5 stream ended before the requested\n\
+        frames arrived, 6 cannot write output files."
+)]
+struct Args {
+    /// Server: HOST, HOST:PORT, [IPv6]:PORT or http://HOST:PORT (default port 1234).
+    target: String,
+
+    /// Print fps, capture→receive latency and skipped frames once a second (the default when
+    /// no other mode is given).
+    #[arg(long)]
+    stats: bool,
+
+    /// Stop after this many frames.
+    #[arg(long, value_name = "N")]
+    frames: Option<u64>,
+
+    /// Save every received frame as DIR/frame-NNNNNN.jpg (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+
+    /// Save one current frame to FILE and exit.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["out", "frames", "stats", "info"])]
+    snapshot: Option<PathBuf>,
+
+    /// Print the server's source, mode, viewers and counters, then exit (v1 only).
+    #[arg(long, conflicts_with_all = ["out", "frames", "stats", "legacy"])]
+    info: bool,
+
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+
+    /// Ask the server for at most this many frames per second (v1 only; 0 = camera rate).
+    #[arg(long, default_value_t = 0.0, value_name = "FPS")]
+    max_fps: f32,
+
+    /// Use the original `WebcamStreaming` contract instead of camcast.v1 (JPEG bytes only: no
+    /// sequence numbers, so no latency or skip counts).
+    #[arg(long)]
+    legacy: bool,
+
+    /// Name shown in the server's logs and viewer list.
+    #[arg(long, default_value = "camcast-view")]
+    name: String,
+
+    /// Seconds to wait for the connection.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    connect_timeout: f64,
+}
+
+/// Why the viewer stopped, mapped to the documented exit status.
+enum Failure {
+    Connect(String),
+    Refused(Status),
+    Stream(Status),
+    EndedEarly { got: u64, wanted: u64 },
+    Output(String),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Connect(_) => 3,
+            Failure::Refused(_) => 4,
+            Failure::Stream(s) if s.code() == Code::Unavailable => 3,
+            Failure::Stream(_) | Failure::EndedEarly { .. } => 5,
+            Failure::Output(_) => 6,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Failure::Connect(e) => format!("cannot connect: {e}"),
+            Failure::Refused(s) => format!("server refused: {} ({:?})", s.message(), s.code()),
+            Failure::Stream(s) => format!("stream failed: {} ({:?})", s.message(), s.code()),
+            Failure::EndedEarly { got, wanted } => {
+                format!("server ended the stream after {got} of {wanted} frames")
+            }
+            Failure::Output(e) => e.clone(),
+        }
+    }
+}
+
+/// Statuses that mean "the server said no" rather than "something broke".
+fn classify(status: Status) -> Failure {
+    match status.code() {
+        Code::ResourceExhausted
+        | Code::InvalidArgument
+        | Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::Unimplemented => Failure::Refused(status),
+        _ => Failure::Stream(status),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("camcast-view: {}", f.message());
+            ExitCode::from(f.exit_code())
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Failure> {
+    let timeout = Duration::from_secs_f64(args.connect_timeout.max(0.1));
+    let channel = client::connect(&args.target, timeout)
+        .await
+        .map_err(|e| Failure::Connect(format!("{}: {e}", client::endpoint_uri(&args.target))))?;
+    if args.info {
+        return print_info(channel).await;
+    }
+    if let Some(path) = &args.snapshot {
+        return snapshot(channel, &args, path).await;
+    }
+    watch(channel, &args).await
+}
+
+async fn print_info(channel: tonic::transport::Channel) -> Result<(), Failure> {
+    let info = client::camera_client(channel)
+        .get_info(pb::v1::GetInfoRequest {})
+        .await
+        .map_err(classify)?
+        .into_inner();
+    let state = pb::v1::State::try_from(info.state).map_or("unknown", |s| s.as_str_name());
+    println!("camcast {} up {:.0} s", info.version, info.uptime_ms as f64 / 1e3);
+    println!("source: {} ({})", info.source, info.source_reason);
+    if let Some(m) = &info.mode {
+        println!("mode: {}x{} @ {} fps, {}", m.width, m.height, m.fps, m.pixel_format);
+    }
+    println!("state: {state} {}", info.state_detail);
+    println!("capturing: {}", info.capturing);
+    if let Some(c) = &info.counters {
+        println!(
+            "frames captured {} dropped {}; capture starts {} errors {}; viewers total {} rejected {}",
+            c.frames_captured,
+            c.frames_dropped,
+            c.capture_starts,
+            c.capture_errors,
+            c.viewers_total,
+            c.viewers_rejected
+        );
+    }
+    println!("viewers: {}", info.viewers.len());
+    for v in &info.viewers {
+        println!(
+            "  {:<20} {:<22} {:<8} sent {:>7} skipped {:>7} for {:.0} s",
+            v.name,
+            v.address,
+            v.api,
+            v.frames_sent,
+            v.frames_skipped,
+            v.connected_ms as f64 / 1e3
+        );
+    }
+    Ok(())
+}
+
+async fn snapshot(
+    channel: tonic::transport::Channel,
+    args: &Args,
+    path: &Path,
+) -> Result<(), Failure> {
+    let jpeg = if args.legacy {
+        let mut stream = FrameStream::open(channel, true, &args.name, 0.0)
+            .await
+            .map_err(classify)?;
+        match stream.next().await.map_err(classify)? {
+            Some(f) => f.jpeg,
+            None => return Err(Failure::EndedEarly { got: 0, wanted: 1 }),
+        }
+    } else {
+        let req = pb::v1::SnapshotRequest {
+            viewer_name: args.name.clone(),
+        };
+        client::camera_client(channel)
+            .snapshot(req)
+            .await
+            .map_err(classify)?
+            .into_inner()
+            .jpeg
+    };
+    write_file(path, &jpeg)?;
+    eprintln!("saved {} ({} bytes)", path.display(), jpeg.len());
+    Ok(())
+}
+
+async fn watch(channel: tonic::transport::Channel, args: &Args) -> Result<(), Failure> {
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::Output(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let show_stats = args.stats || (args.out.is_none() && args.frames.is_none());
+    let deadline = args
+        .duration
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mut stream = FrameStream::open(channel, args.legacy, &args.name, args.max_fps)
+        .await
+        .map_err(classify)?;
+    let mut stats = Stats::new();
+    let mut received = 0u64;
+    loop {
+        if args.frames.is_some_and(|n| received >= n) {
+            break;
+        }
+        let next = tokio::select! {
+            r = stream.next() => r.map_err(classify)?,
+            _ = sleep_until(deadline) => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let Some(frame) = next else {
+            if let Some(wanted) = args.frames {
+                return Err(Failure::EndedEarly { got: received, wanted });
+            }
+            eprintln!("server ended the stream");
+            break;
+        };
+        received += 1;
+        if let Some(dir) = &args.out {
+            write_file(&dir.join(format!("frame-{received:06}.jpg")), &frame.jpeg)?;
+        }
+        stats.add(&frame);
+        if show_stats && stats.due() {
+            println!("{}", stats.take_line());
+        }
+    }
+    if show_stats {
+        println!("{}", stats.take_line());
+    }
+    eprintln!(
+        "received {received} frames ({} not JPEG, {} skipped by the server for this viewer)",
+        stats.total_bad, stats.total_skipped
+    );
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<(), Failure> {
+    std::fs::write(path, data)
+        .map_err(|e| Failure::Output(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Once-a-second statistics.
+struct Stats {
+    window_start: Instant,
+    frames: u64,
+    bytes: u64,
+    skipped: u64,
+    latencies_us: Vec<u64>,
+    size: Option<(u32, u32)>,
+    total_bad: u64,
+    total_skipped: u64,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            window_start: Instant::now(),
+            frames: 0,
+            bytes: 0,
+            skipped: 0,
+            latencies_us: Vec::new(),
+            size: None,
+            total_bad: 0,
+            total_skipped: 0,
+        }
+    }
+
+    fn add(&mut self, f: &Received) {
+        self.frames += 1;
+        self.bytes += f.jpeg.len() as u64;
+        self.skipped += f.skipped;
+        self.total_skipped += f.skipped;
+        if !looks_like_jpeg(&f.jpeg) {
+            self.total_bad += 1;
+        }
+        if let Some(l) = f.latency() {
+            self.latencies_us.push(l.as_micros() as u64);
+        }
+        self.size = f.size.or(self.size);
+    }
+
+    fn due(&self) -> bool {
+        self.window_start.elapsed() >= Duration::from_secs(1)
+    }
+
+    /// Formats the window's line and starts a new window.
+    fn take_line(&mut self) -> String {
+        let secs = self.window_start.elapsed().as_secs_f64().max(1e-9);
+        let mut line = format!("fps {:5.1}", self.frames as f64 / secs);
+        if !self.latencies_us.is_empty() {
+            self.latencies_us.sort_unstable();
+            let p = |q: f64| {
+                let i = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
+                self.latencies_us[i] as f64 / 1000.0
+            };
+            line += &format!(" | latency p50 {:6.1} ms p99 {:6.1} ms", p(0.5), p(0.99));
+        }
+        line += &format!(" | skipped {:3}", self.skipped);
+        if let Some((w, h)) = self.size {
+            line += &format!(" | {w}x{h}");
+        }
+        if self.frames > 0 {
+            line += &format!(" | {:.1} KiB/frame", self.bytes as f64 / self.frames as f64 / 1024.0);
+        }
+        *self = Stats {
+            total_bad: self.total_bad,
+            total_skipped: self.total_skipped,
+            size: self.size,
+            ..Stats::new()
+        };
+        line
+    }
+}

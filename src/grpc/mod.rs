@@ -1,0 +1,146 @@
+//! gRPC transport: the seed contract and camcast.v1 as two views of the same hub, plus the
+//! standard health and reflection services.
+
+mod seed;
+mod v1;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::Status;
+use tonic_health::ServingStatus;
+
+use crate::config::{MAX_FRAME_BYTES, MAX_REQUEST_BYTES};
+use crate::hub::{viewer_name, Hub, HubError, NameTooLong};
+use crate::pb;
+use crate::status::{State, StatusCell};
+
+pub use seed::SeedService;
+pub use v1::CameraService;
+
+/// Fully qualified gRPC service names, as health checks and reflection know them.
+pub const SEED_SERVICE: &str = "WebcamStreaming";
+pub const V1_SERVICE: &str = "camcast.v1.Camera";
+
+/// Per-connection HTTP/2 stream cap: a viewer needs one or two; this bounds what one peer can
+/// open (the viewer limit bounds the total).
+const MAX_STREAMS_PER_CONNECTION: u32 = 32;
+
+/// Transport settings the services need.
+#[derive(Debug, Clone)]
+pub struct GrpcSettings {
+    pub max_name_len: usize,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    pub snapshot_timeout: Duration,
+}
+
+type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Serves every gRPC service on `listener` until `shutdown` resolves; then ends all viewer
+/// streams with an OK status, waits for connections to finish and stops the capture thread.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    status: StatusCell,
+    settings: GrpcSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(track_health(health, status, hub.clone()));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor set compiled by build.rs is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("descriptor set compiled by build.rs is valid");
+
+    let seed = pb::seed::webcam_streaming_server::WebcamStreamingServer::new(SeedService::new(
+        hub.clone(),
+        settings.clone(),
+    ))
+    .max_encoding_message_size(MAX_FRAME_BYTES)
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let v1 = pb::v1::camera_server::CameraServer::new(CameraService::new(
+        hub.clone(),
+        settings.clone(),
+    ))
+    .max_encoding_message_size(MAX_FRAME_BYTES)
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
+
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(settings.keepalive_interval));
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: ending viewer streams");
+        hub.shutdown().await;
+    };
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(settings.keepalive_interval))
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(seed)
+        .add_service(v1)
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await
+}
+
+/// Mirrors the appliance state into gRPC health: the camera services are NOT_SERVING while the
+/// camera is missing or faulty and after shutdown begins; the server as a whole ("") stays
+/// SERVING while it runs.
+async fn track_health(
+    health: tonic_health::server::HealthReporter,
+    status: StatusCell,
+    hub: Hub,
+) {
+    let mut rx = status.subscribe();
+    loop {
+        let serving = match rx.borrow_and_update().state {
+            State::WaitingForCamera | State::Fault => ServingStatus::NotServing,
+            _ => ServingStatus::Serving,
+        };
+        for name in [SEED_SERVICE, V1_SERVICE] {
+            health.set_service_status(name, serving).await;
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { break },
+            _ = hub.closed() => break,
+        }
+    }
+    for name in ["", SEED_SERVICE, V1_SERVICE] {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+}
+
+/// Validates a viewer name from a request.
+fn checked_name(raw: &str, settings: &GrpcSettings) -> Result<String, Status> {
+    viewer_name(raw, settings.max_name_len).map_err(|NameTooLong { len, max }| {
+        Status::invalid_argument(format!(
+            "viewer name is {len} bytes; at most {max} are accepted"
+        ))
+    })
+}
+
+impl From<HubError> for Status {
+    fn from(e: HubError) -> Status {
+        match e {
+            HubError::Full { .. } => Status::resource_exhausted(e.to_string()),
+            HubError::ShuttingDown | HubError::NoFrame(..) => Status::unavailable(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The tutorial's `WebcamStreaming` service, unchanged on the wire: a stream of bare JPEGs.
+
+use futures_util::stream;
+use tonic::{Request, Response, Status};
+
+use super::{checked_name, FrameStream, GrpcSettings};
+use crate::hub::{Api, Hub, ViewerInfo};
+use crate::pb::seed::{webcam_streaming_server::WebcamStreaming, CaptureImage, ClientName};
+
+pub struct SeedService {
+    hub: Hub,
+    settings: GrpcSettings,
+}
+
+impl SeedService {
+    pub fn new(hub: Hub, settings: GrpcSettings) -> Self {
+        SeedService { hub, settings }
+    }
+}
+
+#[tonic::async_trait]
+impl WebcamStreaming for SeedService {
+    type StartWebcamStreamingStream = FrameStream<CaptureImage>;
+
+    async fn start_webcam_streaming(
+        &self,
+        request: Request<ClientName>,
+    ) -> Result<Response<Self::StartWebcamStreamingStream>, Status> {
+        let addr = request.remote_addr();
+        let name = checked_name(&request.get_ref().client_name, &self.settings)?;
+        let sub = self.hub.connect(ViewerInfo {
+            name,
+            addr,
+            api: Api::Seed,
+            max_fps: 0.0,
+        })?;
+        let frames = stream::unfold(sub, |mut sub| async move {
+            let d = sub.next().await?;
+            Some((
+                Ok(CaptureImage {
+                    image_bytes: d.frame.jpeg,
+                }),
+                sub,
+            ))
+        });
+        Ok(Response::new(Box::pin(frames)))
+    }
+}

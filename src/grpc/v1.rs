@@ -1,0 +1,139 @@
+//! The `camcast.v1.Camera` service: frames with metadata, snapshots and server info.
+
+use futures_util::stream;
+use tonic::{Request, Response, Status};
+
+use super::{checked_name, FrameStream, GrpcSettings};
+use crate::frame::{Frame as HubFrame, FrameOrigin};
+use crate::hub::{Api, Hub, HubReport, ViewerInfo};
+use crate::pb::v1::{self as pb, camera_server::Camera};
+use crate::status::State;
+
+pub struct CameraService {
+    hub: Hub,
+    settings: GrpcSettings,
+}
+
+impl CameraService {
+    pub fn new(hub: Hub, settings: GrpcSettings) -> Self {
+        CameraService { hub, settings }
+    }
+}
+
+#[tonic::async_trait]
+impl Camera for CameraService {
+    type StreamFramesStream = FrameStream<pb::Frame>;
+
+    async fn stream_frames(
+        &self,
+        request: Request<pb::StreamRequest>,
+    ) -> Result<Response<Self::StreamFramesStream>, Status> {
+        let addr = request.remote_addr();
+        let req = request.into_inner();
+        let name = checked_name(&req.viewer_name, &self.settings)?;
+        if !req.max_fps.is_finite() || req.max_fps < 0.0 {
+            return Err(Status::invalid_argument(format!(
+                "max_fps must be 0 (camera rate) or positive, got {}",
+                req.max_fps
+            )));
+        }
+        let sub = self.hub.connect(ViewerInfo {
+            name,
+            addr,
+            api: Api::V1,
+            max_fps: req.max_fps,
+        })?;
+        let frames = stream::unfold(sub, |mut sub| async move {
+            let d = sub.next().await?;
+            Some((Ok(to_pb(d.frame, d.skipped)), sub))
+        });
+        Ok(Response::new(Box::pin(frames)))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::Frame>, Status> {
+        let addr = request.remote_addr();
+        let name = checked_name(&request.get_ref().viewer_name, &self.settings)?;
+        let info = ViewerInfo {
+            name,
+            addr,
+            api: Api::Snapshot,
+            max_fps: 0.0,
+        };
+        let frame = self
+            .hub
+            .snapshot(info, self.settings.snapshot_timeout)
+            .await?;
+        Ok(Response::new(to_pb(frame, 0)))
+    }
+
+    async fn get_info(
+        &self,
+        _request: Request<pb::GetInfoRequest>,
+    ) -> Result<Response<pb::CameraInfo>, Status> {
+        Ok(Response::new(info_to_pb(self.hub.report())))
+    }
+}
+
+fn to_pb(f: HubFrame, skipped: u64) -> pb::Frame {
+    pb::Frame {
+        capture_time_unix_us: f.captured_unix_us(),
+        jpeg: f.jpeg,
+        seq: f.seq,
+        width: f.width,
+        height: f.height,
+        skipped,
+        origin: match f.origin {
+            FrameOrigin::Camera => pb::FrameOrigin::Camera,
+            FrameOrigin::Encoded => pb::FrameOrigin::Encoded,
+        } as i32,
+    }
+}
+
+fn info_to_pb(r: HubReport) -> pb::CameraInfo {
+    let state = match r.status.state {
+        State::Starting => pb::State::Starting,
+        State::WaitingForCamera => pb::State::WaitingForCamera,
+        State::Ready => pb::State::Ready,
+        State::Streaming => pb::State::Streaming,
+        State::Fault => pb::State::Fault,
+    };
+    pb::CameraInfo {
+        source: r.source,
+        source_reason: r.source_reason,
+        mode: r.mode.map(|m| pb::Mode {
+            width: m.width,
+            height: m.height,
+            fps: m.fps,
+            pixel_format: m.pixel_format,
+        }),
+        state: state as i32,
+        state_detail: r.status.detail,
+        capturing: r.capturing,
+        viewers: r
+            .viewers
+            .into_iter()
+            .map(|v| pb::Viewer {
+                name: v.info.name,
+                address: v.info.addr.map(|a| a.to_string()).unwrap_or_default(),
+                api: v.info.api.as_str().into(),
+                frames_sent: v.frames_sent,
+                frames_skipped: v.frames_skipped,
+                connected_ms: v.connected_for.as_millis() as u64,
+                max_fps: v.info.max_fps,
+            })
+            .collect(),
+        uptime_ms: r.uptime.as_millis() as u64,
+        counters: Some(pb::Counters {
+            frames_captured: r.counters.frames_captured,
+            frames_dropped: r.counters.frames_dropped,
+            capture_starts: r.counters.capture_starts,
+            capture_errors: r.counters.capture_errors,
+            viewers_total: r.counters.viewers_total,
+            viewers_rejected: r.counters.viewers_rejected,
+        }),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }
+}

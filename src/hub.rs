@@ -1,0 +1,583 @@
+//! The frame hub: one capture loop per camera, fanned out to any number of viewers.
+//!
+//! - The newest frame lives in a `watch` cell. Viewers never queue: a slow viewer wakes to the
+//!   newest frame and the frames it missed are counted from the sequence numbers.
+//! - A frame's JPEG is one `Bytes` buffer; handing it to a viewer bumps a reference count.
+//! - Capture runs on its own OS thread (device I/O blocks) and only while there is demand: it
+//!   starts with the first viewer and stops `linger` after the last one leaves, unless
+//!   `always_on` is set. A supervisor task on the async runtime turns the viewer count into
+//!   that demand, so the timing logic runs on tokio's clock and is testable with paused time.
+//! - Dropping a [`Subscription`] releases the viewer at once: registry entry, count, receiver.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::frame::{looks_like_jpeg, Frame};
+use crate::source::{FrameSource, Mode, SourceError};
+use crate::status::{State, Status, StatusCell};
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Viewers (streams and in-flight snapshots, all APIs) admitted at once.
+    pub max_viewers: usize,
+    /// How long capture keeps running after the last viewer leaves (a reconnecting viewer then
+    /// finds the camera warm).
+    pub linger: Duration,
+    /// Capture continuously, viewers or not.
+    pub always_on: bool,
+    /// First and longest wait between attempts to (re)open a failing source.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            max_viewers: 64,
+            linger: Duration::from_secs(2),
+            always_on: false,
+            retry_min: Duration::from_millis(250),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HubError {
+    #[error("viewer limit reached ({max} viewers); try again later")]
+    Full { max: usize },
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("no frame within {0:?}: {1}")]
+    NoFrame(Duration, String),
+}
+
+/// Which transport a viewer came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// The tutorial's `WebcamStreaming` contract.
+    Seed,
+    V1,
+    Snapshot,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Seed => "seed",
+            Api::V1 => "v1",
+            Api::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// Who is connecting.
+#[derive(Debug, Clone)]
+pub struct ViewerInfo {
+    /// Already validated and sanitised with [`viewer_name`].
+    pub name: String,
+    pub addr: Option<SocketAddr>,
+    pub api: Api,
+    /// 0 = the camera's rate.
+    pub max_fps: f32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("viewer name is {len} bytes; the limit is {max}")]
+pub struct NameTooLong {
+    pub len: usize,
+    pub max: usize,
+}
+
+/// Validates a peer-supplied viewer name and makes it safe to log: control characters (which
+/// could forge log lines or move a terminal's cursor) become U+FFFD; empty becomes "(unnamed)".
+pub fn viewer_name(raw: &str, max_len: usize) -> Result<String, NameTooLong> {
+    if raw.len() > max_len {
+        return Err(NameTooLong {
+            len: raw.len(),
+            max: max_len,
+        });
+    }
+    if raw.trim().is_empty() {
+        return Ok("(unnamed)".into());
+    }
+    Ok(raw
+        .chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect())
+}
+
+/// Snapshot of one viewer for the info call.
+#[derive(Debug, Clone)]
+pub struct ViewerReport {
+    pub info: ViewerInfo,
+    pub frames_sent: u64,
+    pub frames_skipped: u64,
+    pub connected_for: Duration,
+}
+
+/// Monotonic counters since the server started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CounterReport {
+    pub frames_captured: u64,
+    pub frames_dropped: u64,
+    pub capture_starts: u64,
+    pub capture_errors: u64,
+    pub viewers_total: u64,
+    pub viewers_rejected: u64,
+}
+
+/// Everything the info call shows.
+#[derive(Debug, Clone)]
+pub struct HubReport {
+    pub source: String,
+    pub source_reason: String,
+    pub mode: Option<Mode>,
+    pub status: Status,
+    pub capturing: bool,
+    pub viewers: Vec<ViewerReport>,
+    pub uptime: Duration,
+    pub counters: CounterReport,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_captured: AtomicU64,
+    frames_dropped: AtomicU64,
+    capture_starts: AtomicU64,
+    capture_errors: AtomicU64,
+    viewers_total: AtomicU64,
+    viewers_rejected: AtomicU64,
+}
+
+struct ViewerEntry {
+    info: ViewerInfo,
+    connected_at: Instant,
+    sent: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// Capture demand shared with the capture thread (a std Condvar: that thread is not async).
+#[derive(Default)]
+struct Demand {
+    state: Mutex<DemandState>,
+    changed: Condvar,
+}
+
+#[derive(Default, Clone, Copy)]
+struct DemandState {
+    wanted: bool,
+    shutdown: bool,
+}
+
+impl Demand {
+    fn update(&self, f: impl FnOnce(&mut DemandState)) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+    fn get(&self) -> DemandState {
+        *self.state.lock().unwrap()
+    }
+    /// Blocks until capture is wanted; false means shut down instead.
+    fn wait_wanted(&self) -> bool {
+        let guard = self.state.lock().unwrap();
+        let guard = self
+            .changed
+            .wait_while(guard, |s| !s.wanted && !s.shutdown)
+            .unwrap();
+        !guard.shutdown
+    }
+    /// Sleeps up to `d`, waking early when capture is no longer wanted or on shutdown.
+    fn pause(&self, d: Duration) {
+        let guard = self.state.lock().unwrap();
+        let _unused = self
+            .changed
+            .wait_timeout_while(guard, d, |s| s.wanted && !s.shutdown)
+            .unwrap();
+    }
+}
+
+struct Shared {
+    cfg: HubConfig,
+    source_name: String,
+    source_reason: String,
+    frames: watch::Sender<Option<Frame>>,
+    viewer_count: watch::Sender<usize>,
+    viewers: Mutex<BTreeMap<u64, Arc<ViewerEntry>>>,
+    next_viewer_id: AtomicU64,
+    counters: Counters,
+    mode: Mutex<Option<Mode>>,
+    capturing: AtomicBool,
+    status: StatusCell,
+    demand: Demand,
+    closed: CancellationToken,
+    started_at: Instant,
+}
+
+/// Cloneable handle to one camera's hub.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Hub {
+    /// Starts the capture thread (idle until there is demand) and the demand supervisor.
+    /// Must be called within a tokio runtime.
+    pub fn new(
+        source: Box<dyn FrameSource>,
+        source_reason: impl Into<String>,
+        cfg: HubConfig,
+        status: StatusCell,
+    ) -> Hub {
+        let shared = Arc::new(Shared {
+            source_name: source.name(),
+            source_reason: source_reason.into(),
+            frames: watch::channel(None).0,
+            viewer_count: watch::channel(0).0,
+            viewers: Mutex::new(BTreeMap::new()),
+            next_viewer_id: AtomicU64::new(1),
+            counters: Counters::default(),
+            mode: Mutex::new(None),
+            capturing: AtomicBool::new(false),
+            status,
+            demand: Demand::default(),
+            closed: CancellationToken::new(),
+            started_at: Instant::now(),
+            cfg,
+        });
+        shared.status.set(State::Ready, "idle: no viewers");
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("capture".into())
+                .spawn(move || capture_loop(&shared, source))
+                .expect("spawn capture thread")
+        };
+        tokio::spawn(supervise(shared.clone()));
+        Hub {
+            shared,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        }
+    }
+
+    /// Admits a viewer, starting capture if it is the first.
+    pub fn connect(&self, info: ViewerInfo) -> Result<Subscription, HubError> {
+        let s = &self.shared;
+        if s.closed.is_cancelled() {
+            return Err(HubError::ShuttingDown);
+        }
+        let mut viewers = s.viewers.lock().unwrap();
+        if viewers.len() >= s.cfg.max_viewers {
+            s.counters.viewers_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(viewer = %info.name, addr = ?info.addr, api = info.api.as_str(),
+                max = s.cfg.max_viewers, "viewer rejected: limit reached");
+            return Err(HubError::Full {
+                max: s.cfg.max_viewers,
+            });
+        }
+        let id = s.next_viewer_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(ViewerEntry {
+            info,
+            connected_at: Instant::now(),
+            sent: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        });
+        viewers.insert(id, entry.clone());
+        let watching = viewers.len();
+        s.viewer_count.send_replace(watching);
+        drop(viewers);
+        s.counters.viewers_total.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(viewer = %entry.info.name, addr = ?entry.info.addr,
+            api = entry.info.api.as_str(), watching, "viewer connected");
+
+        let mut rx = s.frames.subscribe();
+        if rx.borrow().is_some() {
+            // Hand the newest frame over at once rather than after the next capture.
+            rx.mark_changed();
+        }
+        let min_interval = (entry.info.max_fps > 0.0)
+            .then(|| Duration::from_secs_f64(1.0 / f64::from(entry.info.max_fps)));
+        Ok(Subscription {
+            hub: self.clone(),
+            id,
+            entry,
+            rx,
+            last_seq: None,
+            min_interval,
+            last_delivery: None,
+        })
+    }
+
+    /// One current frame: the newest if capture is running, else starts capture for it.
+    pub async fn snapshot(&self, info: ViewerInfo, timeout: Duration) -> Result<Frame, HubError> {
+        let mut sub = self.connect(info)?;
+        match tokio::time::timeout(timeout, sub.next()).await {
+            Ok(Some(d)) => Ok(d.frame),
+            Ok(None) => Err(HubError::ShuttingDown),
+            Err(_) => Err(HubError::NoFrame(timeout, self.status().detail)),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.shared.status.get()
+    }
+
+    /// Number of viewers now (for tests and the LED).
+    pub fn viewer_count(&self) -> usize {
+        *self.shared.viewer_count.borrow()
+    }
+
+    /// True while the source is started and delivering.
+    pub fn capturing(&self) -> bool {
+        self.shared.capturing.load(Ordering::SeqCst)
+    }
+
+    pub fn report(&self) -> HubReport {
+        let s = &self.shared;
+        let viewers = s
+            .viewers
+            .lock()
+            .unwrap()
+            .values()
+            .map(|v| ViewerReport {
+                info: v.info.clone(),
+                frames_sent: v.sent.load(Ordering::Relaxed),
+                frames_skipped: v.skipped.load(Ordering::Relaxed),
+                connected_for: v.connected_at.elapsed(),
+            })
+            .collect();
+        let c = &s.counters;
+        HubReport {
+            source: s.source_name.clone(),
+            source_reason: s.source_reason.clone(),
+            mode: s.mode.lock().unwrap().clone(),
+            status: s.status.get(),
+            capturing: self.capturing(),
+            viewers,
+            uptime: s.started_at.elapsed(),
+            counters: CounterReport {
+                frames_captured: c.frames_captured.load(Ordering::Relaxed),
+                frames_dropped: c.frames_dropped.load(Ordering::Relaxed),
+                capture_starts: c.capture_starts.load(Ordering::Relaxed),
+                capture_errors: c.capture_errors.load(Ordering::Relaxed),
+                viewers_total: c.viewers_total.load(Ordering::Relaxed),
+                viewers_rejected: c.viewers_rejected.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn closed(&self) {
+        self.shared.closed.cancelled().await
+    }
+
+    /// Ends every viewer's stream, stops capture and waits for the capture thread to finish.
+    pub async fn shutdown(&self) {
+        self.shared.closed.cancel();
+        self.shared.demand.update(|d| d.shutdown = true);
+        let thread = self.thread.lock().unwrap().take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// A frame handed to one viewer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub frame: Frame,
+    /// Frames this viewer missed since its previous delivery.
+    pub skipped: u64,
+}
+
+/// One viewer's place at the hub. Dropping it disconnects the viewer.
+pub struct Subscription {
+    hub: Hub,
+    id: u64,
+    entry: Arc<ViewerEntry>,
+    rx: watch::Receiver<Option<Frame>>,
+    last_seq: Option<u64>,
+    min_interval: Option<Duration>,
+    last_delivery: Option<tokio::time::Instant>,
+}
+
+impl Subscription {
+    /// Waits for a frame newer than the previous one; `None` once the hub shuts down.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        let closed = self.hub.shared.closed.clone();
+        if let (Some(min), Some(last)) = (self.min_interval, self.last_delivery) {
+            tokio::select! {
+                biased;
+                _ = closed.cancelled() => return None,
+                _ = tokio::time::sleep_until(last + min) => {}
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = closed.cancelled() => return None,
+                changed = self.rx.changed() => changed.ok()?,
+            }
+            // `None` means capture paused (camera gone or idle); keep waiting.
+            let Some(frame) = self.rx.borrow_and_update().clone() else {
+                continue;
+            };
+            let skipped = self
+                .last_seq
+                .map_or(0, |last| frame.seq.saturating_sub(last + 1));
+            self.last_seq = Some(frame.seq);
+            self.last_delivery = Some(tokio::time::Instant::now());
+            self.entry.sent.fetch_add(1, Ordering::Relaxed);
+            self.entry.skipped.fetch_add(skipped, Ordering::Relaxed);
+            return Some(Delivery { frame, skipped });
+        }
+    }
+
+    pub fn info(&self) -> &ViewerInfo {
+        &self.entry.info
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let s = &self.hub.shared;
+        let mut viewers = s.viewers.lock().unwrap();
+        viewers.remove(&self.id);
+        let watching = viewers.len();
+        s.viewer_count.send_replace(watching);
+        drop(viewers);
+        let e = &self.entry;
+        tracing::info!(viewer = %e.info.name, addr = ?e.info.addr, api = e.info.api.as_str(),
+            frames_sent = e.sent.load(Ordering::Relaxed),
+            frames_skipped = e.skipped.load(Ordering::Relaxed),
+            seconds = e.connected_at.elapsed().as_secs_f32(), watching, "viewer disconnected");
+    }
+}
+
+/// Turns the viewer count into capture demand, with the linger delay.
+async fn supervise(shared: Arc<Shared>) {
+    let mut count = shared.viewer_count.subscribe();
+    let closed = shared.closed.clone();
+    let set_wanted = |wanted| shared.demand.update(|d| d.wanted = wanted);
+    if shared.cfg.always_on {
+        set_wanted(true);
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = closed.cancelled() => return,
+            r = count.wait_for(|n| *n > 0) => if r.is_err() { return },
+        }
+        set_wanted(true);
+        // Capture until the count has stayed at zero for `linger`.
+        loop {
+            tokio::select! {
+                _ = closed.cancelled() => return,
+                r = count.wait_for(|n| *n == 0) => if r.is_err() { return },
+            }
+            tokio::select! {
+                _ = closed.cancelled() => return,
+                _ = tokio::time::sleep(shared.cfg.linger) => break,
+                r = count.wait_for(|n| *n > 0) => if r.is_err() { return },
+            }
+        }
+        set_wanted(false);
+        tracing::debug!("no viewers for {:?}: stopping capture", shared.cfg.linger);
+    }
+}
+
+/// The capture thread: opens the source when wanted, publishes frames, closes it when not,
+/// and retries a failing source with exponential backoff.
+fn capture_loop(shared: &Shared, mut source: Box<dyn FrameSource>) {
+    let mut backoff = shared.cfg.retry_min;
+    while shared.demand.wait_wanted() {
+        let outcome = match source.start() {
+            Ok(mode) => run_started(shared, source.as_mut(), mode),
+            Err(e) => Err((e, false)),
+        };
+        source.stop();
+        shared.capturing.store(false, Ordering::SeqCst);
+        // A stale picture must not be shown to the next viewer as if it were live.
+        shared.frames.send_replace(None);
+        match outcome {
+            Ok(()) => {
+                backoff = shared.cfg.retry_min;
+                shared.status.set(State::Ready, "idle: no viewers");
+            }
+            Err((e, produced)) => {
+                if produced {
+                    backoff = shared.cfg.retry_min;
+                }
+                report_failure(shared, &e, backoff);
+                shared.demand.pause(backoff);
+                backoff = (backoff * 2).min(shared.cfg.retry_max);
+            }
+        }
+    }
+    source.stop();
+    tracing::debug!("capture thread finished");
+}
+
+/// Pumps frames until capture is no longer wanted (Ok) or the source fails (Err, with whether
+/// any frame was produced first, so a source that flaps immediately keeps backing off).
+fn run_started(
+    shared: &Shared,
+    source: &mut dyn FrameSource,
+    mode: Mode,
+) -> Result<(), (SourceError, bool)> {
+    tracing::info!(source = %shared.source_name, %mode, "capture started");
+    *shared.mode.lock().unwrap() = Some(mode);
+    shared.counters.capture_starts.fetch_add(1, Ordering::Relaxed);
+    shared.capturing.store(true, Ordering::SeqCst);
+    shared.status.set(State::Streaming, "");
+    let c = &shared.counters;
+    let mut produced = false;
+    while shared.demand.get().wanted && !shared.demand.get().shutdown {
+        let captured = match source.next_frame() {
+            Ok(f) if looks_like_jpeg(&f.jpeg) => f,
+            Ok(_) => {
+                count_dropped(c, "source produced something that is not a JPEG");
+                continue;
+            }
+            Err(SourceError::BadFrame(why)) => {
+                count_dropped(c, &why);
+                continue;
+            }
+            Err(e) => return Err((e, produced)),
+        };
+        produced = true;
+        let seq = c.frames_captured.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.frames.send_replace(Some(Frame::new(captured, seq)));
+    }
+    tracing::info!(source = %shared.source_name, "capture stopped: no viewers");
+    Ok(())
+}
+
+fn count_dropped(c: &Counters, why: &str) {
+    let total = c.frames_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+    // Bad frames can arrive at the camera's rate; log the first and then every hundredth.
+    if total == 1 || total % 100 == 0 {
+        tracing::warn!(dropped_total = total, "dropped a bad frame: {why}");
+    }
+}
+
+fn report_failure(shared: &Shared, e: &SourceError, retry_in: Duration) {
+    shared
+        .counters
+        .capture_errors
+        .fetch_add(1, Ordering::Relaxed);
+    let state = match e {
+        SourceError::Unavailable(_) => State::WaitingForCamera,
+        _ => State::Fault,
+    };
+    tracing::warn!(source = %shared.source_name, error = %e, retry_in = ?retry_in, "capture interrupted");
+    shared.status.set(state, e.to_string());
+}

@@ -1,0 +1,33 @@
+//! camcast: a LAN network camera. Frames flow camera → source → hub → transports → viewers.
+//!
+//! Module map:
+//! - [`config`]: command-line flags and the optional TOML file, merged and validated once.
+//! - [`frame`]: the captured frame shared by every viewer, and JPEG sanity checks.
+//! - [`source`]: where frames come from (test pattern, scripted fake; V4L2 and libcamera later).
+//! - [`hub`]: one capture loop per camera, newest-frame fan-out, viewer registry and limits.
+//! - [`status`]: the appliance state (starting, waiting, ready, streaming, fault).
+//! - [`grpc`]: the seed `WebcamStreaming` contract and the `camcast.v1` API over tonic.
+//! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
+
+pub mod client;
+pub mod config;
+pub mod frame;
+pub mod grpc;
+pub mod hub;
+pub mod source;
+pub mod status;
+
+/// Generated protobuf/gRPC code.
+pub mod pb {
+    /// The seed contract (no proto package).
+    pub mod seed {
+        tonic::include_proto!("_");
+    }
+    /// The versioned API.
+    pub mod v1 {
+        tonic::include_proto!("camcast.v1");
+    }
+    /// Encoded descriptors of both protos, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/camcast_descriptor.bin"));
+}

@@ -1,0 +1,98 @@
+//! camcast server: parse the configuration, wire source → hub → gRPC, run until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use camcast::config::{Cli, Config};
+use camcast::grpc::{self, GrpcSettings};
+use camcast::hub::Hub;
+use camcast::source;
+use camcast::status::StatusCell;
+
+/// After a shutdown signal, connections get this long to close before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("camcast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let status = StatusCell::new();
+    let selected = source::select(&config.source, config.pattern);
+    tracing::info!(source = %selected.source.name(), reason = %selected.reason, "frame source chosen");
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        "serving gRPC: WebcamStreaming (seed), camcast.v1.Camera, health, reflection"
+    );
+    let hub = Hub::new(
+        selected.source,
+        selected.reason,
+        config.hub.clone(),
+        status.clone(),
+    );
+    let settings = GrpcSettings {
+        max_name_len: config.max_name_len,
+        keepalive_interval: config.keepalive_interval,
+        keepalive_timeout: config.keepalive_timeout,
+        snapshot_timeout: config.snapshot_timeout,
+    };
+    grpc::serve(listener, hub, status, settings, shutdown_signal())
+        .await
+        .context("gRPC server failed")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM, and arms a watchdog so a stuck connection cannot keep the
+/// process alive past [`SHUTDOWN_GRACE`].
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let which = tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    tracing::info!("{which} received");
+    tokio::spawn(async {
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::error!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway");
+        std::process::exit(1);
+    });
+}
