@@ -3,7 +3,10 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: [&str; 2] = ["proto/webcam_streaming.proto", "proto/camcast/v1/camera.proto"];
+const PROTOS: [&str; 2] = [
+    "proto/webcam_streaming.proto",
+    "proto/camcast/v1/camera.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

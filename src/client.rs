@@ -60,9 +60,7 @@ impl Received {
     /// Capture→receive latency, if the server sent a capture time. Assumes synchronised clocks
     /// (same host, or NTP on the LAN).
     pub fn latency(&self) -> Option<Duration> {
-        SystemTime::now()
-            .duration_since(self.captured_at?)
-            .ok()
+        SystemTime::now().duration_since(self.captured_at?).ok()
     }
 }
 
@@ -107,7 +105,10 @@ impl FrameStream {
                 max_fps,
             };
             Ok(FrameStream::V1(
-                camera_client(channel).stream_frames(req).await?.into_inner(),
+                camera_client(channel)
+                    .stream_frames(req)
+                    .await?
+                    .into_inner(),
             ))
         }
     }

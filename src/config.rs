@@ -203,7 +203,8 @@ impl Config {
                 quality: cli.quality.or(c.quality).map_or(d.pattern.quality, |q| q.0),
             },
             hub: HubConfig {
-                max_viewers: pick(cli.max_viewers, s.max_viewers).map_or(d.hub.max_viewers, |n| n.0),
+                max_viewers: pick(cli.max_viewers, s.max_viewers)
+                    .map_or(d.hub.max_viewers, |n| n.0),
                 linger: pick(cli.linger, c.linger_secs).map_or(d.hub.linger, |s| s.0),
                 always_on: cli.always_on || c.always_on.unwrap_or(false),
                 ..d.hub
@@ -259,7 +260,6 @@ macro_rules! validated {
         }
     };
 }
-
 
 validated!(
     /// Frames per second, 0 < fps ≤ 240.
@@ -342,7 +342,10 @@ mod tests {
     fn defaults_without_file_or_flags() {
         let c = Config::load(&Cli::parse_from(["camcast"])).unwrap();
         assert_eq!(c.listen, "[::]:1234".parse().unwrap());
-        assert_eq!((c.pattern.width, c.pattern.height, c.pattern.fps), (640, 480, 30.0));
+        assert_eq!(
+            (c.pattern.width, c.pattern.height, c.pattern.fps),
+            (640, 480, 30.0)
+        );
         assert_eq!(c.hub.max_viewers, 64);
         assert!(!c.hub.always_on);
     }
@@ -356,13 +359,7 @@ mod tests {
             "[server]\nmax_viewers = 5\nlisten = \"127.0.0.1:9000\"\n[camera]\nfps = 15\nsize = \"320x240\"\n",
         )
         .unwrap();
-        let cli = Cli::parse_from([
-            "camcast",
-            "--config",
-            path.to_str().unwrap(),
-            "--fps",
-            "10",
-        ]);
+        let cli = Cli::parse_from(["camcast", "--config", path.to_str().unwrap(), "--fps", "10"]);
         let c = Config::load(&cli).unwrap();
         assert_eq!(c.pattern.fps, 10.0, "flag wins");
         assert_eq!(c.hub.max_viewers, 5, "file wins over default");
@@ -408,7 +405,10 @@ mod tests {
         assert!("101".parse::<Quality>().is_err());
         assert!("0".parse::<Count>().is_err());
         assert!("-1".parse::<Seconds>().is_err());
-        assert_eq!("0.5".parse::<Seconds>().unwrap().0, Duration::from_millis(500));
+        assert_eq!(
+            "0.5".parse::<Seconds>().unwrap().0,
+            Duration::from_millis(500)
+        );
         assert!(Cli::try_parse_from(["camcast", "--source", "webcam"]).is_err());
     }
 }

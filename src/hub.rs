@@ -89,6 +89,13 @@ pub struct ViewerInfo {
     pub max_fps: f32,
 }
 
+impl ViewerInfo {
+    /// The peer address for logs ("-" when unknown, e.g. over a Unix socket).
+    pub fn addr_text(&self) -> String {
+        self.addr.map_or_else(|| "-".into(), |a| a.to_string())
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("viewer name is {len} bytes; the limit is {max}")]
 pub struct NameTooLong {
@@ -162,6 +169,8 @@ struct ViewerEntry {
     connected_at: Instant,
     sent: AtomicU64,
     skipped: AtomicU64,
+    /// Sequence number of the last frame delivered (0 = none yet).
+    last_seq: AtomicU64,
 }
 
 /// Capture demand shared with the capture thread (a std Condvar: that thread is not async).
@@ -277,7 +286,7 @@ impl Hub {
         let mut viewers = s.viewers.lock().unwrap();
         if viewers.len() >= s.cfg.max_viewers {
             s.counters.viewers_rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(viewer = %info.name, addr = ?info.addr, api = info.api.as_str(),
+            tracing::warn!(viewer = %info.name, addr = %info.addr_text(), api = info.api.as_str(),
                 max = s.cfg.max_viewers, "viewer rejected: limit reached");
             return Err(HubError::Full {
                 max: s.cfg.max_viewers,
@@ -289,13 +298,14 @@ impl Hub {
             connected_at: Instant::now(),
             sent: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            last_seq: AtomicU64::new(0),
         });
         viewers.insert(id, entry.clone());
         let watching = viewers.len();
         s.viewer_count.send_replace(watching);
         drop(viewers);
         s.counters.viewers_total.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(viewer = %entry.info.name, addr = ?entry.info.addr,
+        tracing::info!(viewer = %entry.info.name, addr = %entry.info.addr_text(),
             api = entry.info.api.as_str(), watching, "viewer connected");
 
         let mut rx = s.frames.subscribe();
@@ -342,16 +352,27 @@ impl Hub {
 
     pub fn report(&self) -> HubReport {
         let s = &self.shared;
+        // Sequence numbers are the capture count, so a viewer that has not read lately is
+        // behind by `newest - last_seq`: frames it has already missed, reported as skipped.
+        let newest = s.counters.frames_captured.load(Ordering::Relaxed);
         let viewers = s
             .viewers
             .lock()
             .unwrap()
             .values()
-            .map(|v| ViewerReport {
-                info: v.info.clone(),
-                frames_sent: v.sent.load(Ordering::Relaxed),
-                frames_skipped: v.skipped.load(Ordering::Relaxed),
-                connected_for: v.connected_at.elapsed(),
+            .map(|v| {
+                let last = v.last_seq.load(Ordering::Relaxed);
+                let behind = if last == 0 {
+                    0
+                } else {
+                    newest.saturating_sub(last)
+                };
+                ViewerReport {
+                    info: v.info.clone(),
+                    frames_sent: v.sent.load(Ordering::Relaxed),
+                    frames_skipped: v.skipped.load(Ordering::Relaxed) + behind,
+                    connected_for: v.connected_at.elapsed(),
+                }
             })
             .collect();
         let c = &s.counters;
@@ -437,6 +458,7 @@ impl Subscription {
             self.last_delivery = Some(tokio::time::Instant::now());
             self.entry.sent.fetch_add(1, Ordering::Relaxed);
             self.entry.skipped.fetch_add(skipped, Ordering::Relaxed);
+            self.entry.last_seq.store(frame.seq, Ordering::Relaxed);
             return Some(Delivery { frame, skipped });
         }
     }
@@ -455,10 +477,10 @@ impl Drop for Subscription {
         s.viewer_count.send_replace(watching);
         drop(viewers);
         let e = &self.entry;
-        tracing::info!(viewer = %e.info.name, addr = ?e.info.addr, api = e.info.api.as_str(),
+        tracing::info!(viewer = %e.info.name, addr = %e.info.addr_text(), api = e.info.api.as_str(),
             frames_sent = e.sent.load(Ordering::Relaxed),
             frames_skipped = e.skipped.load(Ordering::Relaxed),
-            seconds = e.connected_at.elapsed().as_secs_f32(), watching, "viewer disconnected");
+            seconds = format_args!("{:.1}", e.connected_at.elapsed().as_secs_f32()), watching, "viewer disconnected");
     }
 }
 
@@ -535,7 +557,10 @@ fn run_started(
 ) -> Result<(), (SourceError, bool)> {
     tracing::info!(source = %shared.source_name, %mode, "capture started");
     *shared.mode.lock().unwrap() = Some(mode);
-    shared.counters.capture_starts.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .capture_starts
+        .fetch_add(1, Ordering::Relaxed);
     shared.capturing.store(true, Ordering::SeqCst);
     shared.status.set(State::Streaming, "");
     let c = &shared.counters;
@@ -564,7 +589,7 @@ fn run_started(
 fn count_dropped(c: &Counters, why: &str) {
     let total = c.frames_dropped.fetch_add(1, Ordering::Relaxed) + 1;
     // Bad frames can arrive at the camera's rate; log the first and then every hundredth.
-    if total == 1 || total % 100 == 0 {
+    if total == 1 || total.is_multiple_of(100) {
         tracing::warn!(dropped_total = total, "dropped a bad frame: {why}");
     }
 }
@@ -580,4 +605,284 @@ fn report_failure(shared: &Shared, e: &SourceError, retry_in: Duration) {
     };
     tracing::warn!(source = %shared.source_name, error = %e, retry_in = ?retry_in, "capture interrupted");
     shared.status.set(state, e.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::fake::{FakeControl, FakeSource, Step};
+
+    fn fake_hub(cfg: HubConfig) -> (Hub, FakeControl) {
+        let (source, ctl) = FakeSource::new(64, 48, Duration::from_millis(2));
+        let hub = Hub::new(Box::new(source), "test", cfg, StatusCell::new());
+        (hub, ctl)
+    }
+
+    fn viewer(name: &str) -> ViewerInfo {
+        ViewerInfo {
+            name: name.into(),
+            addr: None,
+            api: Api::V1,
+            max_fps: 0.0,
+        }
+    }
+
+    fn wanted(hub: &Hub) -> bool {
+        hub.shared.demand.get().wanted
+    }
+
+    /// Waits (in real time, off the runtime so a paused clock is not advanced) until `cond`
+    /// holds; panics after 10 s. The capture thread runs on real time.
+    async fn eventually(what: &str, cond: impl Fn() -> bool + Send + 'static) {
+        let ok = tokio::task::spawn_blocking(move || {
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(10) {
+                if cond() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            false
+        })
+        .await
+        .unwrap();
+        assert!(ok, "timed out waiting until {what}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn capture_runs_only_while_watched_plus_linger() {
+        let cfg = HubConfig {
+            linger: Duration::from_secs(30),
+            ..HubConfig::default()
+        };
+        let (hub, fake) = fake_hub(cfg);
+        tokio::task::yield_now().await;
+        assert!(!wanted(&hub));
+        assert_eq!(fake.starts(), 0, "no viewer, no capture");
+
+        let mut sub = hub.connect(viewer("a")).unwrap();
+        let first = sub.next().await.expect("a frame");
+        assert_eq!(first.skipped, 0);
+        assert!(fake.running());
+        drop(sub);
+        assert_eq!(
+            hub.viewer_count(),
+            0,
+            "dropping releases the viewer at once"
+        );
+
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(wanted(&hub), "still within linger");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!wanted(&hub), "linger expired");
+        let f = fake.clone();
+        eventually("the source is stopped", move || !f.running()).await;
+        assert_eq!(fake.stops(), 1);
+        assert!(!hub.capturing());
+        hub.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn viewer_returning_within_linger_finds_capture_running() {
+        let cfg = HubConfig {
+            linger: Duration::from_secs(5),
+            ..HubConfig::default()
+        };
+        let (hub, fake) = fake_hub(cfg);
+        let mut sub = hub.connect(viewer("a")).unwrap();
+        sub.next().await.unwrap();
+        drop(sub);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let mut sub = hub.connect(viewer("a again")).unwrap();
+        sub.next().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(wanted(&hub));
+        assert_eq!(fake.starts(), 1, "capture never restarted");
+        assert_eq!(hub.report().counters.capture_starts, 1);
+        hub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn always_on_captures_without_viewers() {
+        let cfg = HubConfig {
+            always_on: true,
+            ..HubConfig::default()
+        };
+        let (hub, fake) = fake_hub(cfg);
+        let f = fake.clone();
+        eventually("frames flow with nobody watching", move || f.frames() > 3).await;
+        hub.shutdown().await;
+        assert!(!fake.running(), "shutdown stops the source");
+    }
+
+    #[tokio::test]
+    async fn viewer_limit_is_enforced_and_freed_on_disconnect() {
+        let cfg = HubConfig {
+            max_viewers: 2,
+            ..HubConfig::default()
+        };
+        let (hub, _fake) = fake_hub(cfg);
+        let a = hub.connect(viewer("a")).unwrap();
+        let _b = hub.connect(viewer("b")).unwrap();
+        assert_eq!(
+            hub.connect(viewer("c")).err(),
+            Some(HubError::Full { max: 2 })
+        );
+        drop(a);
+        assert!(hub.connect(viewer("c")).is_ok());
+        let c = hub.report().counters;
+        assert_eq!((c.viewers_total, c.viewers_rejected), (3, 1));
+        hub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn slow_viewer_skips_to_newest_and_counts_what_it_missed() {
+        let (hub, _fake) = fake_hub(HubConfig::default());
+        let mut slow = hub.connect(viewer("slow")).unwrap();
+        let mut fast = hub.connect(viewer("fast")).unwrap();
+        let first = slow.next().await.unwrap();
+        // The slow viewer looks away while the fast one keeps up.
+        let mut fast_skipped = 0;
+        let mut fast_frames = 0;
+        let mut fast_last = 0;
+        while fast_last < first.frame.seq + 20 {
+            let d = fast.next().await.unwrap();
+            fast_skipped += d.skipped;
+            fast_frames += 1;
+            fast_last = d.frame.seq;
+        }
+        let second = slow.next().await.unwrap();
+        assert!(second.frame.seq >= first.frame.seq + 20);
+        assert_eq!(second.skipped, second.frame.seq - first.frame.seq - 1);
+        assert!(fast_frames > 0 && fast_skipped + fast_frames >= 20);
+        let report = hub.report();
+        let slow_report = report
+            .viewers
+            .iter()
+            .find(|v| v.info.name == "slow")
+            .unwrap();
+        assert_eq!(
+            slow_report.frames_sent, 2,
+            "no queue: two reads, two frames"
+        );
+        let newest = report.counters.frames_captured;
+        assert_eq!(
+            slow_report.frames_skipped,
+            second.skipped + (newest - second.frame.seq),
+            "skipped = missed between reads + behind since the last read"
+        );
+        hub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn max_fps_spaces_deliveries() {
+        let (hub, _fake) = fake_hub(HubConfig::default());
+        let mut info = viewer("throttled");
+        info.max_fps = 20.0;
+        let mut sub = hub.connect(info).unwrap();
+        let a = sub.next().await.unwrap();
+        let t = tokio::time::Instant::now();
+        let b = sub.next().await.unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(49));
+        assert!(
+            b.skipped > 0,
+            "frames captured meanwhile are skipped, not queued"
+        );
+        assert_eq!(b.skipped, b.frame.seq - a.frame.seq - 1);
+        hub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_dropped_and_counted() {
+        let (hub, fake) = fake_hub(HubConfig::default());
+        fake.push([Step::BadFrame, Step::BadFrame, Step::Frame]);
+        let mut sub = hub.connect(viewer("v")).unwrap();
+        let d = sub.next().await.unwrap();
+        assert_eq!(d.frame.seq, 1, "bad frames get no sequence number");
+        assert_eq!(hub.report().counters.frames_dropped, 2);
+        hub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn vanished_camera_is_waited_for_and_viewers_stay_connected() {
+        let cfg = HubConfig {
+            retry_min: Duration::from_millis(5),
+            retry_max: Duration::from_millis(20),
+            ..HubConfig::default()
+        };
+        let (hub, fake) = fake_hub(cfg);
+        fake.fail_next_starts(3);
+        let mut statuses = hub.shared.status.subscribe();
+        let mut sub = hub.connect(viewer("patient")).unwrap();
+        statuses
+            .wait_for(|s| s.state == State::WaitingForCamera)
+            .await
+            .unwrap();
+        let d = sub.next().await.expect("frames once the camera is back");
+        assert_eq!(d.frame.seq, 1);
+        assert_eq!(hub.status().state, State::Streaming);
+        // Unplugged mid-stream: the viewer waits, then gets newer frames.
+        fake.push([Step::Vanish]);
+        fake.fail_next_starts(2);
+        let mut last = d.frame.seq;
+        let mut saw_gap = false;
+        while !saw_gap {
+            let d = sub.next().await.unwrap();
+            assert!(d.frame.seq > last);
+            saw_gap = hub.report().counters.capture_errors >= 6;
+            last = d.frame.seq;
+        }
+        assert_eq!(hub.report().counters.capture_starts, 2);
+        hub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn failing_source_reports_fault_and_recovers() {
+        let cfg = HubConfig {
+            retry_min: Duration::from_millis(5),
+            ..HubConfig::default()
+        };
+        let (hub, fake) = fake_hub(cfg);
+        fake.push([Step::Frame, Step::Fail]);
+        let mut statuses = hub.shared.status.subscribe();
+        let mut sub = hub.connect(viewer("v")).unwrap();
+        statuses
+            .wait_for(|s| s.state == State::Fault)
+            .await
+            .unwrap();
+        assert!(hub.status().detail.contains("fake failure"));
+        statuses
+            .wait_for(|s| s.state == State::Streaming)
+            .await
+            .unwrap();
+        assert!(sub.next().await.is_some());
+        hub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_every_stream() {
+        let (hub, _fake) = fake_hub(HubConfig::default());
+        let mut sub = hub.connect(viewer("v")).unwrap();
+        sub.next().await.unwrap();
+        hub.shutdown().await;
+        assert!(sub.next().await.is_none());
+        assert_eq!(
+            hub.connect(viewer("late")).err(),
+            Some(HubError::ShuttingDown)
+        );
+    }
+
+    #[test]
+    fn names_are_bounded_and_made_safe_to_log() {
+        assert_eq!(viewer_name("kitchen", 64).unwrap(), "kitchen");
+        assert_eq!(viewer_name("  ", 64).unwrap(), "(unnamed)");
+        assert_eq!(
+            viewer_name("a\nFAKE LOG\x1b[2J", 64).unwrap(),
+            "a\u{FFFD}FAKE LOG\u{FFFD}[2J"
+        );
+        assert_eq!(
+            viewer_name(&"x".repeat(65), 64),
+            Err(NameTooLong { len: 65, max: 64 })
+        );
+    }
 }

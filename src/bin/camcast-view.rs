@@ -155,10 +155,17 @@ async fn print_info(channel: tonic::transport::Channel) -> Result<(), Failure> {
         .map_err(classify)?
         .into_inner();
     let state = pb::v1::State::try_from(info.state).map_or("unknown", |s| s.as_str_name());
-    println!("camcast {} up {:.0} s", info.version, info.uptime_ms as f64 / 1e3);
+    println!(
+        "camcast {} up {:.0} s",
+        info.version,
+        info.uptime_ms as f64 / 1e3
+    );
     println!("source: {} ({})", info.source, info.source_reason);
     if let Some(m) = &info.mode {
-        println!("mode: {}x{} @ {} fps, {}", m.width, m.height, m.fps, m.pixel_format);
+        println!(
+            "mode: {}x{} @ {} fps, {}",
+            m.width, m.height, m.fps, m.pixel_format
+        );
     }
     println!("state: {state} {}", info.state_detail);
     println!("capturing: {}", info.capturing);
@@ -242,7 +249,10 @@ async fn watch(channel: tonic::transport::Channel, args: &Args) -> Result<(), Fa
         };
         let Some(frame) = next else {
             if let Some(wanted) = args.frames {
-                return Err(Failure::EndedEarly { got: received, wanted });
+                return Err(Failure::EndedEarly {
+                    got: received,
+                    wanted,
+                });
             }
             eprintln!("server ended the stream");
             break;
@@ -339,7 +349,10 @@ impl Stats {
             line += &format!(" | {w}x{h}");
         }
         if self.frames > 0 {
-            line += &format!(" | {:.1} KiB/frame", self.bytes as f64 / self.frames as f64 / 1024.0);
+            line += &format!(
+                " | {:.1} KiB/frame",
+                self.bytes as f64 / self.frames as f64 / 1024.0
+            );
         }
         *self = Stats {
             total_bad: self.total_bad,

@@ -70,12 +70,10 @@ pub async fn serve(
     ))
     .max_encoding_message_size(MAX_FRAME_BYTES)
     .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let v1 = pb::v1::camera_server::CameraServer::new(CameraService::new(
-        hub.clone(),
-        settings.clone(),
-    ))
-    .max_encoding_message_size(MAX_FRAME_BYTES)
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let v1 =
+        pb::v1::camera_server::CameraServer::new(CameraService::new(hub.clone(), settings.clone()))
+            .max_encoding_message_size(MAX_FRAME_BYTES)
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
@@ -101,11 +99,7 @@ pub async fn serve(
 /// Mirrors the appliance state into gRPC health: the camera services are NOT_SERVING while the
 /// camera is missing or faulty and after shutdown begins; the server as a whole ("") stays
 /// SERVING while it runs.
-async fn track_health(
-    health: tonic_health::server::HealthReporter,
-    status: StatusCell,
-    hub: Hub,
-) {
+async fn track_health(health: tonic_health::server::HealthReporter, status: StatusCell, hub: Hub) {
     let mut rx = status.subscribe();
     loop {
         let serving = match rx.borrow_and_update().state {

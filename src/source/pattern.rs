@@ -153,7 +153,10 @@ impl Canvas {
             row.copy_from_slice(&self.bar_rows[0][shift..shift + w]);
         }
         let cshift = shift / 2;
-        for (plane, bars) in [(&mut self.u, &self.bar_rows[1]), (&mut self.v, &self.bar_rows[2])] {
+        for (plane, bars) in [
+            (&mut self.u, &self.bar_rows[1]),
+            (&mut self.v, &self.bar_rows[2]),
+        ] {
             for row in plane.chunks_exact_mut(cw) {
                 row.copy_from_slice(&bars[cshift..cshift + cw]);
             }
@@ -194,13 +197,13 @@ impl Canvas {
             let x0 = gap + i * (dw + gap);
             for seg in segments(ch - b'0') {
                 let (x, y, w, h) = match seg {
-                    0 => (x0, gap, dw, t),                  // a: top
-                    1 => (x0 + dw - t, gap, t, dh / 2),     // b: top right
+                    0 => (x0, gap, dw, t),                       // a: top
+                    1 => (x0 + dw - t, gap, t, dh / 2),          // b: top right
                     2 => (x0 + dw - t, gap + dh / 2, t, dh / 2), // c: bottom right
-                    3 => (x0, gap + dh - t, dw, t),         // d: bottom
-                    4 => (x0, gap + dh / 2, t, dh / 2),     // e: bottom left
-                    5 => (x0, gap, t, dh / 2),              // f: top left
-                    _ => (x0, gap + dh / 2 - t / 2, dw, t), // g: middle
+                    3 => (x0, gap + dh - t, dw, t),              // d: bottom
+                    4 => (x0, gap + dh / 2, t, dh / 2),          // e: bottom left
+                    5 => (x0, gap, t, dh / 2),                   // f: top left
+                    _ => (x0, gap + dh / 2 - t / 2, dw, t),      // g: middle
                 };
                 self.fill(x, y, w, h, (235, 128, 128));
             }
@@ -276,7 +279,10 @@ mod tests {
         let img = decode(&frame.jpeg);
         assert_eq!((img.width, img.height), (320, 240));
         src.stop();
-        assert!(src.next_frame().is_err(), "stopped source must not produce frames");
+        assert!(
+            src.next_frame().is_err(),
+            "stopped source must not produce frames"
+        );
     }
 
     #[test]

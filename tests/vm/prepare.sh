@@ -110,14 +110,20 @@ fi
 
 # ---- 1. host packages ----------------------------------------------------
 mapfile -t MISSING < <(missing_pkgs)
-if [[ ${#MISSING[@]} -gt 0 ]]; then
+if [[ ${#MISSING[@]} -eq 0 ]]; then
+    log "host packages already installed"
+fi
+# Two passes: installing qemu-system-x86 can remove the preinstalled backported
+# qemu-utils (see above); the second pass then installs bookworm's qemu-utils.
+for pass in 1 2; do
+    [[ ${#MISSING[@]} -gt 0 ]] || break
     apt_update_once
     log "apt-get install ${MISSING[*]}"
     # --no-install-recommends keeps qemu from pulling GUI/audio stacks.
     apt-get install -y -q --no-install-recommends "${MISSING[@]}"
-else
-    log "host packages already installed"
-fi
+    mapfile -t MISSING < <(missing_pkgs)
+done
+[[ ${#MISSING[@]} -eq 0 ]] || die "still not installed: ${MISSING[*]}"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing after install"
 if tree_complete; then
     printf '%s\n' "$KVER" >"$CACHE/current"

@@ -26,8 +26,12 @@
 #
 # Environment knobs:
 #   CAMCAST_VM_CACHE             cache dir from prepare.sh (default /var/tmp/camcast-vm)
-#   CAMCAST_VM_VIVID_OPTS        vivid options (replace the defaults below)
-#   CAMCAST_VM_V4L2LOOPBACK_OPTS v4l2loopback options (replace the defaults below)
+#   CAMCAST_VM_VIVID_OPTS        vivid options, replacing the default
+#       "n_devs=1 node_types=0x1 num_inputs=1 input_types=0x0 multiplanar=1 vid_cap_nr=0"
+#   CAMCAST_VM_V4L2LOOPBACK_OPTS v4l2loopback options, replacing the default
+#       "devices=1 video_nr=10 card_label=loopcam exclusive_caps=1"
+#     (both also go to the guest's /etc/modprobe.d, so a plain
+#     `modprobe v4l2loopback` after `rmmod` recreates the same device)
 #   CAMCAST_VM_NO_VIVID=1        do not load vivid at boot
 #   CAMCAST_VM_NO_V4L2LOOPBACK=1 do not load v4l2loopback at boot
 #   CAMCAST_VM_MEM               guest RAM in MiB (default 1024)
@@ -201,6 +205,9 @@ timeout --foreground -k 10 "$TIMEOUT" "${QEMU[@]}" </dev/null 2>&1 | sed -u 's/\
 QEMU_RC=${PIPESTATUS[0]}
 set -e
 ELAPSED=$((SECONDS - START))
+# The console's last line ("reboot: Power down") has no newline; end it so our
+# own messages below start on a fresh line.
+[[ -s $LOG && -n $(tail -c1 "$LOG") ]] && echo
 [[ -n $LOGFILE ]] && cp "$LOG" "$LOGFILE"
 
 # Last exit marker wins (the payload itself could print something similar

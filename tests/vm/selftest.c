@@ -142,8 +142,12 @@ int main(int argc, char **argv)
     if (caps & V4L2_CAP_VIDEO_CAPTURE) {
         struct v4l2_fmtdesc fd_ = {.type = V4L2_BUF_TYPE_VIDEO_CAPTURE};
         printf("formats:");
-        for (fd_.index = 0; xioctl(fd, VIDIOC_ENUM_FMT, &fd_) == 0; fd_.index++)
-            printf(" %.4s", (char *)&fd_.pixelformat);
+        for (fd_.index = 0; xioctl(fd, VIDIOC_ENUM_FMT, &fd_) == 0; fd_.index++) {
+            /* fourcc as text; bit 31 marks big-endian variants */
+            unsigned f = fd_.pixelformat & ~(1u << 31);
+            printf(" %c%c%c%c%s", f & 0xff, (f >> 8) & 0xff, (f >> 16) & 0xff, f >> 24,
+                   (fd_.pixelformat >> 31) ? "-BE" : "");
+        }
         printf("\nYUYV sizes:");
         struct v4l2_frmsizeenum fs = {.pixel_format = V4L2_PIX_FMT_YUYV};
         for (fs.index = 0; xioctl(fd, VIDIOC_ENUM_FRAMESIZES, &fs) == 0; fs.index++) {

@@ -1,0 +1,116 @@
+//! The `camcast` binary as a process: start-up, a viewer, SIGTERM, exit status.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use camcast::client::{self, FrameStream};
+
+/// Starts the server binary on an ephemeral port and returns it with the address it logged.
+/// The caller waits for the child; on a panic here the test fails and the harness reaps it.
+#[allow(clippy::zombie_processes)]
+fn spawn_server(
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    BufReader<std::process::ChildStderr>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_camcast"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--size",
+            "320x240",
+            "--log",
+            "info",
+        ])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn camcast");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("server exited before listening: {status:?}");
+        }
+        if let Some(rest) = line.split("addr=").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().to_string();
+            return (child, addr, stderr);
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_ends_streams_cleanly_and_exits_zero() {
+    let (mut child, addr, stderr) = spawn_server(&[]);
+    // Keep reading the log so the server never blocks on a full pipe.
+    let log = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+
+    let channel = client::connect(&addr, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut stream = FrameStream::open(channel, true, "process-test", 0.0)
+        .await
+        .unwrap();
+    stream.next().await.unwrap().expect("a frame");
+
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    loop {
+        match stream.next().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => panic!("stream should end cleanly, got {e}"),
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = log.join().unwrap().join("\n");
+    assert!(status.success(), "exit status {status:?}\nlog:\n{log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(
+        log.contains("viewer disconnected") && log.contains("frames_sent="),
+        "{log}"
+    );
+}
+
+#[test]
+fn bad_config_file_is_reported_with_its_line_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("camcast.toml");
+    std::fs::write(&path, "[camera]\nfps = 30\nquality = 900\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_camcast"))
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 3") && stderr.contains("quality must be 1-100"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn viewer_reports_unreachable_server_with_exit_code_3() {
+    // Port 1 on loopback: nothing listens there.
+    let out = Command::new(env!("CARGO_BIN_EXE_camcast-view"))
+        .args(["127.0.0.1:1", "--frames", "1", "--connect-timeout", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
