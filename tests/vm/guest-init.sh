@@ -24,6 +24,7 @@ mount -t tmpfs -o mode=0755 tmpfs /run
 # explicit: everything below must reach the serial console the host reads.
 exec </dev/console >/dev/console 2>&1
 
+# shellcheck source=/dev/null  # generated per run by run-in-vm.sh
 . /camcast/config
 
 vm() { [ "$CAMCAST_QUIET" = 1 ] || echo "[vm] $*"; }
@@ -78,10 +79,11 @@ if [ "$CAMCAST_NET" = 1 ]; then
 fi
 
 up=$(cut -d' ' -f1 /proc/uptime)
-vids=$(ls /dev/video* 2>/dev/null | tr '\n' ' ')
+vids=
+for v in /dev/video*; do [ -e "$v" ] && vids="$vids${vids:+ }$v"; done
 vm "$(uname -r) ready at ${up}s; video nodes: ${vids:-none}; net: $([ "$CAMCAST_NET" = 1 ] && echo 'lo, eth0 10.0.2.15/24' || echo lo)"
 
-cd /tmp
+cd /tmp || setup_fail "no /tmp"
 /bin/sh /camcast/run.sh
 rc=$?
 

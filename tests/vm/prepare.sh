@@ -115,7 +115,7 @@ if [[ ${#MISSING[@]} -eq 0 ]]; then
 fi
 # Two passes: installing qemu-system-x86 can remove the preinstalled backported
 # qemu-utils (see above); the second pass then installs bookworm's qemu-utils.
-for pass in 1 2; do
+for _ in 1 2; do
     [[ ${#MISSING[@]} -gt 0 ]] || break
     apt_update_once
     log "apt-get install ${MISSING[*]}"

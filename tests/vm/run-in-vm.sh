@@ -99,6 +99,7 @@ command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 not install
 # ---- per-run initramfs -------------------------------------------------------
 mkdir -p "$CACHE/runs"
 RUN=$(mktemp -d "$CACHE/runs/run.XXXXXX")
+# shellcheck disable=SC2329  # called by the EXIT trap
 cleanup() {
     if [[ ${CAMCAST_VM_KEEP:-0} == 1 ]]; then log "kept $RUN"; else rm -rf "$RUN"; fi
 }
@@ -190,6 +191,7 @@ if [[ ${#HOSTFWDS[@]} -gt 0 ]]; then
     # rules (bound to host loopback only) still work.
     nd="user,id=n0,restrict=on"
     for fw in "${HOSTFWDS[@]}"; do nd+=",hostfwd=tcp:127.0.0.1:${fw%%:*}-:${fw#*:}"; done
+    # shellcheck disable=SC2054  # the commas belong to qemu's option syntax
     QEMU+=(-netdev "$nd" -device virtio-net-pci,netdev=n0)
 fi
 

@@ -46,6 +46,7 @@ check "vivid QUERYCAP + YUYV sizes + capture" 0 'captured 10 frames' -- \
 check "binary non-zero exit (loopback is not vivid)" 1 'driver: v4l2 loopback' -- \
     -- "$CACHE/selftest" /dev/video10 vivid
 check "shell exit 3" 3 'CAMCAST_VM_EXIT=3' -- --shell-cmd 'exit 3'
+# shellcheck disable=SC2016  # $(...) is for the guest shell
 check "unplug/replug v4l2loopback" 0 'replugged: loopcam' -- \
     --shell-cmd '/sbin/rmmod v4l2loopback && [ ! -e /dev/video10 ] && /sbin/modprobe v4l2loopback && echo "replugged: $(cat /sys/class/video4linux/video10/name)"'
 CAMCAST_VM_VIVID_OPTS='n_devs=notanumber' \
