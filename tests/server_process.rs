@@ -6,6 +6,19 @@ use std::time::Duration;
 
 use camcast::client::{self, FrameStream};
 
+/// A command for one of camcast's binaries. Under CAMCAST_EXEC_WRAPPER (e.g. qemu-aarch64-static
+/// when the suite itself runs under qemu-user) the binary is started through that wrapper.
+fn bin_command(path: &str) -> Command {
+    match std::env::var("CAMCAST_EXEC_WRAPPER") {
+        Ok(wrapper) if !wrapper.is_empty() => {
+            let mut c = Command::new(wrapper);
+            c.arg(path);
+            c
+        }
+        _ => Command::new(path),
+    }
+}
+
 /// Starts the server binary on an ephemeral port and returns it with the address it logged.
 /// The caller waits for the child; on a panic here the test fails and the harness reaps it.
 #[allow(clippy::zombie_processes)]
@@ -16,7 +29,7 @@ fn spawn_server(
     String,
     BufReader<std::process::ChildStderr>,
 ) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_camcast"))
+    let mut child = bin_command(env!("CARGO_BIN_EXE_camcast"))
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -87,7 +100,7 @@ fn bad_config_file_is_reported_with_its_line_and_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("camcast.toml");
     std::fs::write(&path, "[camera]\nfps = 30\nquality = 900\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_camcast"))
+    let out = bin_command(env!("CARGO_BIN_EXE_camcast"))
         .args(["--config", path.to_str().unwrap()])
         .output()
         .unwrap();
@@ -102,7 +115,7 @@ fn bad_config_file_is_reported_with_its_line_and_exit_code_2() {
 #[test]
 fn viewer_reports_unreachable_server_with_exit_code_3() {
     // Port 1 on loopback: nothing listens there.
-    let out = Command::new(env!("CARGO_BIN_EXE_camcast-view"))
+    let out = bin_command(env!("CARGO_BIN_EXE_camcast-view"))
         .args(["127.0.0.1:1", "--frames", "1", "--connect-timeout", "2"])
         .output()
         .unwrap();
