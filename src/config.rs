@@ -15,6 +15,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::hub::HubConfig;
+use crate::led::LedSpec;
 use crate::source::{pattern::PatternConfig, SourceSpec};
 
 /// Largest message either side accepts: a 4K MJPEG frame can exceed tonic's 4 MiB default.
@@ -89,6 +90,11 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `camcast=debug` [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// Status LED: `sysfs:NAME` (Linux LED class, e.g. the Pi's onboard `ACT`),
+    /// `gpio:PIN[:active-low]` (BCM pin number) or `none` [default: sysfs:ACT].
+    #[arg(long, value_name = "LED")]
+    pub led: Option<LedSpec>,
 }
 
 /// The TOML file's shape. Unknown keys are errors: a typo must not be silently ignored.
@@ -110,6 +116,7 @@ struct ServerSection {
     keepalive_secs: Option<Seconds>,
     keepalive_timeout_secs: Option<Seconds>,
     log: Option<String>,
+    led: Option<LedSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +143,7 @@ pub struct Config {
     /// How long a snapshot waits for a frame (camera start-up included).
     pub snapshot_timeout: Duration,
     pub log: String,
+    pub led: LedSpec,
 }
 
 impl Default for Config {
@@ -155,6 +163,7 @@ impl Default for Config {
             keepalive_timeout: Duration::from_secs(20),
             snapshot_timeout: Duration::from_secs(5),
             log: "info".into(),
+            led: LedSpec::default(),
         }
     }
 }
@@ -216,6 +225,7 @@ impl Config {
                 .map_or(d.keepalive_timeout, |s| s.0),
             snapshot_timeout: d.snapshot_timeout,
             log: cli.log.clone().or(s.log).unwrap_or(d.log),
+            led: cli.led.clone().or(s.led).unwrap_or(d.led),
         }
     }
 }

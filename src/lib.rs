@@ -6,6 +6,7 @@
 //! - [`source`]: where frames come from (test pattern, scripted fake; V4L2 and libcamera later).
 //! - [`hub`]: one capture loop per camera, newest-frame fan-out, viewer registry and limits.
 //! - [`status`]: the appliance state (starting, waiting, ready, streaming, fault).
+//! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
 //! - [`grpc`]: the seed `WebcamStreaming` contract and the `camcast.v1` API over tonic.
 //! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod frame;
 pub mod grpc;
 pub mod hub;
+pub mod led;
 pub mod source;
 pub mod status;
 

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use camcast::config::{Cli, Config};
 use camcast::grpc::{self, GrpcSettings};
 use camcast::hub::Hub;
+use camcast::led;
 use camcast::source;
 use camcast::status::StatusCell;
 
@@ -54,6 +56,10 @@ fn init_logging(filter: &str) {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let status = StatusCell::new();
+    // The LED follows the status from the start; on the way out it is switched off and a
+    // sysfs LED gets its kernel trigger back.
+    let led_stop = CancellationToken::new();
+    let led_task = led::spawn_led(&config.led, &status, led_stop.clone());
     let selected = source::select(&config.source, config.pattern);
     tracing::info!(source = %selected.source.name(), reason = %selected.reason, "frame source chosen");
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -75,16 +81,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
         keepalive_timeout: config.keepalive_timeout,
         snapshot_timeout: config.snapshot_timeout,
     };
-    grpc::serve(listener, hub, status, settings, shutdown_signal())
-        .await
-        .context("gRPC server failed")?;
+    let served = grpc::serve(
+        listener,
+        hub,
+        status,
+        settings,
+        shutdown_signal(led_stop.clone()),
+    )
+    .await;
+    led_stop.cancel();
+    let _ = led_task.await;
+    served.context("gRPC server failed")?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM, and arms a watchdog so a stuck connection cannot keep the
-/// process alive past [`SHUTDOWN_GRACE`].
-async fn shutdown_signal() {
+/// process alive past [`SHUTDOWN_GRACE`]. The LED is released at once: the watchdog's exit
+/// would skip the orderly release.
+async fn shutdown_signal(led_stop: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let which = tokio::select! {
@@ -92,6 +107,7 @@ async fn shutdown_signal() {
         _ = term.recv() => "SIGTERM",
     };
     tracing::info!("{which} received");
+    led_stop.cancel();
     tokio::spawn(async {
         tokio::time::sleep(SHUTDOWN_GRACE).await;
         tracing::error!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway");
