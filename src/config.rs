@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use crate::hub::HubConfig;
 use crate::led::LedSpec;
-use crate::source::{pattern::PatternConfig, SourceSpec};
+use crate::source::v4l2::{parse_control, FormatChoice};
+use crate::source::{pattern::PatternConfig, CameraRequest, SourceSpec};
 
 /// Largest message either side accepts: a 4K MJPEG frame can exceed tonic's 4 MiB default.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
@@ -39,6 +40,9 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
         Watch it: camcast-view 127.0.0.1:1234 --stats"
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML file with the same settings (see deploy/camcast.toml for every key).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -47,9 +51,25 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
 
-    /// Frame source: `auto` (first camera, else the test pattern) or `test-pattern` [default: auto].
+    /// Frame source: `auto` (--device, else the first camera, else the test pattern),
+    /// `test-pattern`, `v4l2`, `v4l2:/dev/videoN` or a device path [default: auto].
     #[arg(long, value_name = "SOURCE")]
     pub source: Option<SourceSpec>,
+
+    /// V4L2 camera device; a stable /dev/v4l/by-id/... link survives replugging. If it is
+    /// absent, camcast waits for it [default: the first camera found].
+    #[arg(long, value_name = "PATH")]
+    pub device: Option<PathBuf>,
+
+    /// Pixel format to ask the camera for: `auto` (MJPEG passed through if offered at the
+    /// size and rate, else YUYV, else NV12, encoded here), `mjpeg`, `yuyv` or `nv12` [default: auto].
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<FormatChoice>,
+
+    /// Camera control to set, NAME=VALUE (repeatable), e.g. "Power Line Frequency=1".
+    /// `camcast devices` lists each camera's controls.
+    #[arg(long = "control", value_name = "NAME=VALUE", value_parser = parse_control)]
+    pub controls: Vec<(String, i64)>,
 
     /// Frame size, WIDTHxHEIGHT, both even [default: 640x480].
     #[arg(long, value_name = "WxH")]
@@ -97,6 +117,12 @@ pub struct Cli {
     pub led: Option<LedSpec>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// List V4L2 cameras with their formats, frame sizes, frame rates and controls, then exit.
+    Devices,
+}
+
 /// The TOML file's shape. Unknown keys are errors: a typo must not be silently ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +149,11 @@ struct ServerSection {
 #[serde(deny_unknown_fields)]
 struct CameraSection {
     source: Option<SourceSpec>,
+    device: Option<PathBuf>,
+    format: Option<FormatChoice>,
+    /// `[camera.controls]`: control name = value.
+    #[serde(default)]
+    controls: std::collections::BTreeMap<String, i64>,
     size: Option<Size>,
     fps: Option<Fps>,
     quality: Option<Quality>,
@@ -135,7 +166,8 @@ struct CameraSection {
 pub struct Config {
     pub listen: SocketAddr,
     pub source: SourceSpec,
-    pub pattern: PatternConfig,
+    /// What to capture: size, rate, quality, device, format, controls.
+    pub camera: CameraRequest,
     pub hub: HubConfig,
     pub max_name_len: usize,
     pub keepalive_interval: Duration,
@@ -151,11 +183,16 @@ impl Default for Config {
         Config {
             listen: "[::]:1234".parse().expect("valid default address"),
             source: SourceSpec::Auto,
-            pattern: PatternConfig {
-                width: 640,
-                height: 480,
-                fps: 30.0,
-                quality: 80,
+            camera: CameraRequest {
+                pattern: PatternConfig {
+                    width: 640,
+                    height: 480,
+                    fps: 30.0,
+                    quality: 80,
+                },
+                device: None,
+                format: FormatChoice::Auto,
+                controls: Vec::new(),
             },
             hub: HubConfig::default(),
             max_name_len: 64,
@@ -198,18 +235,30 @@ impl Config {
     fn merge(cli: &Cli, file: FileConfig) -> Config {
         let d = Config::default();
         let (s, c) = (file.server, file.camera);
+        let dp = d.camera.pattern;
         let size = cli.size.or(c.size).unwrap_or(Size {
-            width: d.pattern.width,
-            height: d.pattern.height,
+            width: dp.width,
+            height: dp.height,
         });
+        // File controls first, then flags; a flag overrides the file's value for that name.
+        let mut controls: Vec<(String, i64)> = c.controls.into_iter().collect();
+        for (name, value) in &cli.controls {
+            controls.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            controls.push((name.clone(), *value));
+        }
         Config {
             listen: cli.listen.or(s.listen).unwrap_or(d.listen),
             source: cli.source.clone().or(c.source).unwrap_or(d.source),
-            pattern: PatternConfig {
-                width: size.width,
-                height: size.height,
-                fps: cli.fps.or(c.fps).map_or(d.pattern.fps, |f| f.0),
-                quality: cli.quality.or(c.quality).map_or(d.pattern.quality, |q| q.0),
+            camera: CameraRequest {
+                pattern: PatternConfig {
+                    width: size.width,
+                    height: size.height,
+                    fps: cli.fps.or(c.fps).map_or(dp.fps, |f| f.0),
+                    quality: cli.quality.or(c.quality).map_or(dp.quality, |q| q.0),
+                },
+                device: cli.device.clone().or(c.device),
+                format: cli.format.or(c.format).unwrap_or(d.camera.format),
+                controls,
             },
             hub: HubConfig {
                 max_viewers: pick(cli.max_viewers, s.max_viewers)
@@ -353,7 +402,11 @@ mod tests {
         let c = Config::load(&Cli::parse_from(["camcast"])).unwrap();
         assert_eq!(c.listen, "[::]:1234".parse().unwrap());
         assert_eq!(
-            (c.pattern.width, c.pattern.height, c.pattern.fps),
+            (
+                c.camera.pattern.width,
+                c.camera.pattern.height,
+                c.camera.pattern.fps
+            ),
             (640, 480, 30.0)
         );
         assert_eq!(c.hub.max_viewers, 64);
@@ -371,11 +424,40 @@ mod tests {
         .unwrap();
         let cli = Cli::parse_from(["camcast", "--config", path.to_str().unwrap(), "--fps", "10"]);
         let c = Config::load(&cli).unwrap();
-        assert_eq!(c.pattern.fps, 10.0, "flag wins");
+        let p = c.camera.pattern;
+        assert_eq!(p.fps, 10.0, "flag wins");
         assert_eq!(c.hub.max_viewers, 5, "file wins over default");
-        assert_eq!((c.pattern.width, c.pattern.height), (320, 240));
+        assert_eq!((p.width, p.height), (320, 240));
         assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
-        assert_eq!(c.pattern.quality, 80, "default");
+        assert_eq!(p.quality, 80, "default");
+    }
+
+    #[test]
+    fn camera_controls_merge_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("camcast.toml");
+        std::fs::write(
+            &path,
+            "[camera]\ndevice = \"/dev/video2\"\nformat = \"yuyv\"\n[camera.controls]\nBrightness = 10\n\"Power Line Frequency\" = 1\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "camcast",
+            "--config",
+            path.to_str().unwrap(),
+            "--control",
+            "brightness=99",
+        ]);
+        let c = Config::load(&cli).unwrap();
+        assert_eq!(c.camera.device, Some(PathBuf::from("/dev/video2")));
+        assert_eq!(c.camera.format, FormatChoice::Yuyv);
+        assert_eq!(
+            c.camera.controls,
+            vec![
+                ("Power Line Frequency".to_string(), 1),
+                ("brightness".to_string(), 99)
+            ]
+        );
     }
 
     #[test]

@@ -603,8 +603,16 @@ fn report_failure(shared: &Shared, e: &SourceError, retry_in: Duration) {
         SourceError::Unavailable(_) => State::WaitingForCamera,
         _ => State::Fault,
     };
-    tracing::warn!(source = %shared.source_name, error = %e, retry_in = ?retry_in, "capture interrupted");
-    shared.status.set(state, e.to_string());
+    let detail = e.to_string();
+    // A camera that stays unplugged fails the same way every few seconds: say so once at
+    // warn level, then keep the repeats at debug.
+    if shared.status.get().detail == detail {
+        tracing::debug!(source = %shared.source_name, error = %e, retry_in = ?retry_in, "still failing");
+    } else {
+        tracing::warn!(source = %shared.source_name, error = %e, retry_in = ?retry_in,
+            "capture interrupted; retrying with backoff");
+    }
+    shared.status.set(state, detail);
 }
 
 #[cfg(test)]
@@ -795,7 +803,13 @@ mod tests {
     #[tokio::test]
     async fn bad_frames_are_dropped_and_counted() {
         let (hub, fake) = fake_hub(HubConfig::default());
-        fake.push([Step::BadFrame, Step::BadFrame, Step::Frame]);
+        // The stall after the first good frame gives the viewer time to see it (seq 1).
+        fake.push([
+            Step::BadFrame,
+            Step::BadFrame,
+            Step::Frame,
+            Step::Stall(Duration::from_secs(1)),
+        ]);
         let mut sub = hub.connect(viewer("v")).unwrap();
         let d = sub.next().await.unwrap();
         assert_eq!(d.frame.seq, 1, "bad frames get no sequence number");
@@ -812,6 +826,8 @@ mod tests {
         };
         let (hub, fake) = fake_hub(cfg);
         fake.fail_next_starts(3);
+        // The stall after the first frame gives the viewer time to see it (seq 1).
+        fake.push([Step::Frame, Step::Stall(Duration::from_secs(1))]);
         let mut statuses = hub.shared.status.subscribe();
         let mut sub = hub.connect(viewer("patient")).unwrap();
         statuses

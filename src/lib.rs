@@ -3,7 +3,9 @@
 //! Module map:
 //! - [`config`]: command-line flags and the optional TOML file, merged and validated once.
 //! - [`frame`]: the captured frame shared by every viewer, and JPEG sanity checks.
+//! - [`jpeg`]: JPEG structure checks and repair (missing Huffman tables, padding) for MJPEG passthrough.
 //! - [`source`]: where frames come from (test pattern, scripted fake; V4L2 and libcamera later).
+//! - [`devices`]: what `camcast devices` lists: V4L2 nodes, their formats, sizes, rates and controls.
 //! - [`hub`]: one capture loop per camera, newest-frame fan-out, viewer registry and limits.
 //! - [`status`]: the appliance state (starting, waiting, ready, streaming, fault).
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
@@ -12,9 +14,11 @@
 
 pub mod client;
 pub mod config;
+pub mod devices;
 pub mod frame;
 pub mod grpc;
 pub mod hub;
+pub mod jpeg;
 pub mod led;
 pub mod source;
 pub mod status;

@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use camcast::config::{Cli, Config};
+use camcast::config::{Cli, Command, Config};
 use camcast::grpc::{self, GrpcSettings};
 use camcast::hub::Hub;
 use camcast::led;
@@ -20,6 +20,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Devices) = cli.command {
+        print!(
+            "{}",
+            camcast::devices::Listing(&camcast::devices::list_devices())
+        );
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -60,7 +67,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // sysfs LED gets its kernel trigger back.
     let led_stop = CancellationToken::new();
     let led_task = led::spawn_led(&config.led, &status, led_stop.clone());
-    let selected = source::select(&config.source, config.pattern);
+    let selected = source::select(&config.source, &config.camera);
     tracing::info!(source = %selected.source.name(), reason = %selected.reason, "frame source chosen");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

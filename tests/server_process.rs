@@ -33,8 +33,12 @@ fn spawn_server(
         .args([
             "--listen",
             "127.0.0.1:0",
+            "--source",
+            "test-pattern",
             "--size",
             "320x240",
+            "--led",
+            "none",
             "--log",
             "info",
         ])

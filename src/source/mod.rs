@@ -6,8 +6,10 @@
 pub mod fake;
 pub mod pacer;
 pub mod pattern;
+pub mod v4l2;
 
 use std::fmt;
+use std::path::PathBuf;
 
 use crate::frame::CapturedFrame;
 
@@ -60,9 +62,11 @@ pub trait FrameSource: Send {
 /// Which source the user asked for (`--source`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
-    /// The first camera found, else the test pattern.
+    /// `--device` if given, else the first V4L2 capture device, else the test pattern.
     Auto,
     TestPattern,
+    /// A V4L2 device: the path given here, else `--device`, else /dev/video0.
+    V4l2(Option<PathBuf>),
 }
 
 impl std::str::FromStr for SourceSpec {
@@ -72,10 +76,45 @@ impl std::str::FromStr for SourceSpec {
         match s {
             "auto" => Ok(SourceSpec::Auto),
             "test-pattern" | "pattern" => Ok(SourceSpec::TestPattern),
-            other => Err(format!(
-                "unknown source {other:?}: expected \"auto\" or \"test-pattern\""
-            )),
+            "v4l2" => Ok(SourceSpec::V4l2(None)),
+            other => {
+                if let Some(path) = other.strip_prefix("v4l2:") {
+                    return Ok(SourceSpec::V4l2(Some(path.into())));
+                }
+                if other.starts_with("/dev/") {
+                    return Ok(SourceSpec::V4l2(Some(other.into())));
+                }
+                Err(format!(
+                    "unknown source {other:?}: expected auto, test-pattern, v4l2, v4l2:/dev/videoN or /dev/videoN"
+                ))
+            }
         }
+    }
+}
+
+/// Everything the sources need to know about the requested picture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraRequest {
+    /// Size, rate and JPEG quality; also the test pattern's settings.
+    pub pattern: pattern::PatternConfig,
+    /// `--device`, if given.
+    pub device: Option<PathBuf>,
+    pub format: v4l2::FormatChoice,
+    pub controls: Vec<(String, i64)>,
+}
+
+impl CameraRequest {
+    fn v4l2(&self, device: PathBuf) -> Box<dyn FrameSource> {
+        let p = &self.pattern;
+        Box::new(v4l2::V4l2Source::new(v4l2::V4l2Config {
+            device,
+            width: p.width,
+            height: p.height,
+            fps: p.fps,
+            format: self.format,
+            quality: p.quality,
+            controls: self.controls.clone(),
+        }))
     }
 }
 
@@ -85,16 +124,81 @@ pub struct Selected {
     pub reason: String,
 }
 
-/// Resolves `--source` into a concrete source.
-pub fn select(spec: &SourceSpec, pattern: pattern::PatternConfig) -> Selected {
+/// Resolves `--source` into a concrete source. A named device that does not exist (yet) is
+/// still selected: the hub waits for it, as a service should when the camera is unplugged.
+pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Selected {
+    let pattern = || Box::new(pattern::TestPattern::new(req.pattern)) as Box<dyn FrameSource>;
     match spec {
-        SourceSpec::Auto => Selected {
-            source: Box::new(pattern::TestPattern::new(pattern)),
-            reason: "auto: no camera support in this build, serving the test pattern".into(),
-        },
         SourceSpec::TestPattern => Selected {
-            source: Box::new(pattern::TestPattern::new(pattern)),
+            source: pattern(),
             reason: "test-pattern requested".into(),
         },
+        SourceSpec::V4l2(path) => {
+            let device = path
+                .clone()
+                .or_else(|| req.device.clone())
+                .unwrap_or_else(|| PathBuf::from("/dev/video0"));
+            Selected {
+                reason: format!("v4l2 requested: {}", device.display()),
+                source: req.v4l2(device),
+            }
+        }
+        SourceSpec::Auto => match (&req.device, crate::devices::first_capture_device()) {
+            (Some(device), _) => Selected {
+                reason: format!("auto: --device {}", device.display()),
+                source: req.v4l2(device.clone()),
+            },
+            (None, Some(found)) => Selected {
+                reason: format!("auto: first camera found, {}", found.display()),
+                source: req.v4l2(found),
+            },
+            (None, None) => Selected {
+                source: pattern(),
+                reason: "auto: no V4L2 capture device found, serving the test pattern".into(),
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_specs_parse() {
+        assert_eq!("auto".parse(), Ok(SourceSpec::Auto));
+        assert_eq!("test-pattern".parse(), Ok(SourceSpec::TestPattern));
+        assert_eq!("v4l2".parse(), Ok(SourceSpec::V4l2(None)));
+        assert_eq!(
+            "v4l2:/dev/video2".parse(),
+            Ok(SourceSpec::V4l2(Some("/dev/video2".into())))
+        );
+        assert_eq!(
+            "/dev/v4l/by-id/usb-cam-video-index0".parse(),
+            Ok(SourceSpec::V4l2(Some(
+                "/dev/v4l/by-id/usb-cam-video-index0".into()
+            )))
+        );
+        let err = "webcam".parse::<SourceSpec>().unwrap_err();
+        assert!(err.contains("expected auto"), "{err}");
+    }
+
+    #[test]
+    fn a_named_device_is_selected_even_when_absent() {
+        let req = CameraRequest {
+            pattern: pattern::PatternConfig {
+                width: 320,
+                height: 240,
+                fps: 15.0,
+                quality: 70,
+            },
+            device: Some("/dev/video-not-plugged-in".into()),
+            format: v4l2::FormatChoice::Auto,
+            controls: vec![],
+        };
+        let chosen = select(&SourceSpec::Auto, &req);
+        assert_eq!(chosen.source.name(), "v4l2:/dev/video-not-plugged-in");
+        let chosen = select(&SourceSpec::TestPattern, &req);
+        assert_eq!(chosen.source.name(), "test-pattern");
     }
 }
