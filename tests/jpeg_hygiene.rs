@@ -4,6 +4,10 @@
 //! Regenerate them (and the fuzz seed corpus) with:
 //!     cargo test --test jpeg_hygiene -- --ignored regenerate_fixtures
 
+mod common;
+
+use common::strip_dht;
+
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -199,21 +203,6 @@ fn encode(progressive: bool) -> Vec<u8> {
         format: turbojpeg::PixelFormat::RGB,
     })
     .unwrap()
-}
-
-/// Removes every DHT segment before the scan, as UVC cameras send their frames.
-fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
-    let mut out = jpeg[..2].to_vec();
-    let mut pos = 2;
-    while jpeg[pos + 1] != 0xDA {
-        let len = usize::from(u16::from_be_bytes([jpeg[pos + 2], jpeg[pos + 3]]));
-        if jpeg[pos + 1] != 0xC4 {
-            out.extend_from_slice(&jpeg[pos..pos + 2 + len]);
-        }
-        pos += 2 + len;
-    }
-    out.extend_from_slice(&jpeg[pos..]);
-    out
 }
 
 fn garbage() -> Vec<u8> {

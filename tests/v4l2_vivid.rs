@@ -344,20 +344,6 @@ fn camera_jpeg() -> Vec<u8> {
     include_bytes!("fixtures/jpeg/valid.jpg").to_vec()
 }
 
-fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
-    let mut out = jpeg[..2].to_vec();
-    let mut pos = 2;
-    while jpeg[pos + 1] != 0xDA {
-        let len = usize::from(u16::from_be_bytes([jpeg[pos + 2], jpeg[pos + 3]]));
-        if jpeg[pos + 1] != 0xC4 {
-            out.extend_from_slice(&jpeg[pos..pos + 2 + len]);
-        }
-        pos += 2 + len;
-    }
-    out.extend_from_slice(&jpeg[pos..]);
-    out
-}
-
 fn loopback_roundtrip(written: Vec<u8>) -> Vec<Bytes> {
     let info = jpeg::inspect(&written).expect("fixture is a JPEG");
     let (w, h) = (u32::from(info.width), u32::from(info.height));
@@ -412,7 +398,7 @@ mod common;
 use camcast::client::{self as grpc_client, Received};
 use camcast::hub::HubConfig;
 use camcast::pb;
-use common::TestServer;
+use common::{strip_dht, TestServer};
 
 /// Quick retries so the hotplug test sees the camera come back promptly.
 fn hotplug_hub() -> HubConfig {

@@ -111,3 +111,18 @@ where
     }
     panic!("timed out waiting until {what}");
 }
+
+/// Removes every DHT segment before the scan, as UVC cameras send their frames.
+pub fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut pos = 2;
+    while jpeg[pos + 1] != 0xDA {
+        let len = usize::from(u16::from_be_bytes([jpeg[pos + 2], jpeg[pos + 3]]));
+        if jpeg[pos + 1] != 0xC4 {
+            out.extend_from_slice(&jpeg[pos..pos + 2 + len]);
+        }
+        pos += 2 + len;
+    }
+    out.extend_from_slice(&jpeg[pos..]);
+    out
+}
