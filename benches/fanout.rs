@@ -154,6 +154,8 @@ fn spawn_server(width: u32, height: u32, viewers: usize) -> (Child, String) {
             &addr,
             "--source",
             "test-pattern",
+            "--led",
+            "none",
             "--log",
             "warn",
         ])
