@@ -52,7 +52,8 @@ pub struct Cli {
     pub listen: Option<SocketAddr>,
 
     /// Frame source: `auto` (--device, else the first camera, else the test pattern),
-    /// `test-pattern`, `v4l2`, `v4l2:/dev/videoN` or a device path [default: auto].
+    /// `test-pattern`, `v4l2`, `v4l2:/dev/videoN`, a device path, or `libcamera[:N]` for a Pi
+    /// camera module (builds with the `libcamera` feature) [default: auto].
     #[arg(long, value_name = "SOURCE")]
     pub source: Option<SourceSpec>,
 

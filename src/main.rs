@@ -67,7 +67,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // sysfs LED gets its kernel trigger back.
     let led_stop = CancellationToken::new();
     let led_task = led::spawn_led(&config.led, &status, led_stop.clone());
-    let selected = source::select(&config.source, &config.camera);
+    let selected = source::select(&config.source, &config.camera).map_err(anyhow::Error::msg)?;
     tracing::info!(source = %selected.source.name(), reason = %selected.reason, "frame source chosen");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

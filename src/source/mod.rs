@@ -4,6 +4,8 @@
 //! The hub knows nothing of V4L2 or libcamera; it only sees this trait.
 
 pub mod fake;
+#[cfg(feature = "libcamera")]
+pub mod libcamera;
 pub mod pacer;
 pub mod pattern;
 pub mod v4l2;
@@ -67,6 +69,8 @@ pub enum SourceSpec {
     TestPattern,
     /// A V4L2 device: the path given here, else `--device`, else /dev/video0.
     V4l2(Option<PathBuf>),
+    /// Camera N as libcamera numbers them (Pi CSI camera modules); needs the `libcamera` feature.
+    Libcamera(usize),
 }
 
 impl std::str::FromStr for SourceSpec {
@@ -77,7 +81,13 @@ impl std::str::FromStr for SourceSpec {
             "auto" => Ok(SourceSpec::Auto),
             "test-pattern" | "pattern" => Ok(SourceSpec::TestPattern),
             "v4l2" => Ok(SourceSpec::V4l2(None)),
+            "libcamera" => Ok(SourceSpec::Libcamera(0)),
             other => {
+                if let Some(n) = other.strip_prefix("libcamera:") {
+                    return n.parse().map(SourceSpec::Libcamera).map_err(|_| {
+                        format!("libcamera camera number {n:?} is not a whole number")
+                    });
+                }
                 if let Some(path) = other.strip_prefix("v4l2:") {
                     return Ok(SourceSpec::V4l2(Some(path.into())));
                 }
@@ -85,7 +95,7 @@ impl std::str::FromStr for SourceSpec {
                     return Ok(SourceSpec::V4l2(Some(other.into())));
                 }
                 Err(format!(
-                    "unknown source {other:?}: expected auto, test-pattern, v4l2, v4l2:/dev/videoN or /dev/videoN"
+                    "unknown source {other:?}: expected auto, test-pattern, v4l2, v4l2:/dev/videoN, /dev/videoN, libcamera or libcamera:N"
                 ))
             }
         }
@@ -126,9 +136,11 @@ pub struct Selected {
 
 /// Resolves `--source` into a concrete source. A named device that does not exist (yet) is
 /// still selected: the hub waits for it, as a service should when the camera is unplugged.
-pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Selected {
+/// Fails only for a source this build cannot provide.
+pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Result<Selected, String> {
     let pattern = || Box::new(pattern::TestPattern::new(req.pattern)) as Box<dyn FrameSource>;
-    match spec {
+    Ok(match spec {
+        SourceSpec::Libcamera(n) => return libcamera_source(*n, req),
         SourceSpec::TestPattern => Selected {
             source: pattern(),
             reason: "test-pattern requested".into(),
@@ -157,7 +169,32 @@ pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Selected {
                 reason: "auto: no V4L2 capture device found, serving the test pattern".into(),
             },
         },
-    }
+    })
+}
+
+#[cfg(feature = "libcamera")]
+fn libcamera_source(camera: usize, req: &CameraRequest) -> Result<Selected, String> {
+    let p = &req.pattern;
+    let cfg = libcamera::LibcameraConfig {
+        width: p.width,
+        height: p.height,
+        fps: p.fps,
+        quality: p.quality,
+        ..libcamera::LibcameraConfig::new(camera)
+    };
+    Ok(Selected {
+        source: Box::new(libcamera::LibcameraSource::new(cfg)),
+        reason: format!("libcamera camera {camera} requested"),
+    })
+}
+
+#[cfg(not(feature = "libcamera"))]
+fn libcamera_source(_camera: usize, _req: &CameraRequest) -> Result<Selected, String> {
+    Err(
+        "this camcast was built without libcamera support; on the Pi, rebuild with \
+         `cargo build --release --features libcamera` (see the README's CSI camera section)"
+            .into(),
+    )
 }
 
 #[cfg(test)]
@@ -179,6 +216,9 @@ mod tests {
                 "/dev/v4l/by-id/usb-cam-video-index0".into()
             )))
         );
+        assert_eq!("libcamera".parse(), Ok(SourceSpec::Libcamera(0)));
+        assert_eq!("libcamera:1".parse(), Ok(SourceSpec::Libcamera(1)));
+        assert!("libcamera:x".parse::<SourceSpec>().is_err());
         let err = "webcam".parse::<SourceSpec>().unwrap_err();
         assert!(err.contains("expected auto"), "{err}");
     }
@@ -196,9 +236,14 @@ mod tests {
             format: v4l2::FormatChoice::Auto,
             controls: vec![],
         };
-        let chosen = select(&SourceSpec::Auto, &req);
+        let chosen = select(&SourceSpec::Auto, &req).unwrap();
         assert_eq!(chosen.source.name(), "v4l2:/dev/video-not-plugged-in");
-        let chosen = select(&SourceSpec::TestPattern, &req);
+        let chosen = select(&SourceSpec::TestPattern, &req).unwrap();
         assert_eq!(chosen.source.name(), "test-pattern");
+        #[cfg(not(feature = "libcamera"))]
+        assert!(select(&SourceSpec::Libcamera(0), &req)
+            .err()
+            .unwrap()
+            .contains("--features libcamera"));
     }
 }
