@@ -22,6 +22,7 @@ pub mod jpeg;
 pub mod led;
 pub mod source;
 pub mod status;
+pub mod systemd;
 
 /// Generated protobuf/gRPC code.
 pub mod pb {

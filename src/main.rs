@@ -76,6 +76,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         addr = %listener.local_addr()?,
         "serving gRPC: WebcamStreaming (seed), camcast.v1.Camera, health, reflection"
     );
+    // systemd (Type=notify): READY=1 now that connections queue, STATUS= at state changes,
+    // WATCHDOG=1 pings, STOPPING=1 once led_stop fires (shutdown began). No-op outside systemd.
+    let sd_task = camcast::systemd::spawn(&status, led_stop.clone(), listener.local_addr()?);
     let hub = Hub::new(
         selected.source,
         selected.reason,
@@ -98,6 +101,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await;
     led_stop.cancel();
     let _ = led_task.await;
+    let _ = sd_task.await;
     served.context("gRPC server failed")?;
     tracing::info!("stopped cleanly");
     Ok(())
