@@ -63,7 +63,7 @@ finish() {
   exit
 }
 
-[ -n "$IMAGE" ] || IMAGE=$(find "$here/out" -maxdepth 1 -name 'camcast-*-rpi-arm64.img.xz' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n 1 | cut -d' ' -f2-)
+[ -n "$IMAGE" ] || IMAGE=$(find "$here/out" -maxdepth 1 -name 'camcast-*-rpi-arm64.img.xz' -printf '%T@ %p\n' 2>/dev/null | sort -rn | sed -n 1p | cut -d' ' -f2-)
 if [ -z "$IMAGE" ] || [ ! -f "$IMAGE" ]; then echo "no image (build one: sudo image/build.sh)"; exit 2; fi
 if [ -z "$VIEWER" ]; then
   VIEWER=${CARGO_TARGET_DIR:-$repo/target}/release/camcast-view

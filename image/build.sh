@@ -92,7 +92,7 @@ done
 for tool in mmdebstrap mkfs.ext4 mkfs.vfat mcopy sfdisk xz systemd-sysusers arch-test; do
   command -v "$tool" >/dev/null || die "$tool missing (apt-get install mmdebstrap qemu-user-static arch-test dosfstools mtools fdisk e2fsprogs xz-utils)"
 done
-[ -n "$VERSION" ] || VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | head -n 1)
+[ -n "$VERSION" ] || VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | sed -n 1p)
 [ -n "$VERSION" ] || die "cannot read the version from Cargo.toml (use --version)"
 NAME=camcast-$VERSION-rpi-arm64
 
@@ -106,7 +106,7 @@ if [ -z "$BINARY" ]; then
 fi
 [ -f "$BINARY" ] || die "no camcast binary at $BINARY"
 file -b "$BINARY" | grep -q 'ARM aarch64' || die "$BINARY is not an aarch64 executable: $(file -b "$BINARY")"
-if readelf -lW "$BINARY" | grep -q INTERP; then die "$BINARY is dynamically linked; the image wants the static build"; fi
+if readelf -lW "$BINARY" | grep INTERP >/dev/null; then die "$BINARY is dynamically linked; the image wants the static build"; fi
 # camcast.service is Type=notify: a camcast that never sends READY=1 is killed after
 # TimeoutStartSec and restarted, over and over. (Link-time optimisation drops src/systemd.rs
 # from the binary unless main.rs calls it, so its messages show whether it is wired in.)

@@ -102,7 +102,7 @@ install:
 EOF
 if make -s -f "$work/stub.mk" show >"$work/show" 2>&1; then ok "camcast.mk evaluates under make"; else bad "camcast.mk does not evaluate:"; fi
 cat "$work/show"
-cargo_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+cargo_version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | sed -n 1p)
 check "camcast.mk: one cargo package, camcast" grep -q '^packages=camcast ' "$work/show"
 check "camcast.mk: CAMCAST_VERSION = Cargo.toml's $cargo_version" grep -q " version=$cargo_version " "$work/show"
 check "camcast.mk: local site is this source tree" grep -q "site_method=local site=$repo\$" "$work/show"

@@ -169,8 +169,12 @@ dpkg -x "$BB_DEB" "$KDIR.tmp/bb"
 # it for $KVER. Look where Debian's dkms puts it; build explicitly if it did not
 # (e.g. headers were installed after the dkms package, or an old failed build).
 find_loopback() {
-    { compgen -G "/lib/modules/$KVER/updates/dkms/v4l2loopback.ko*" || true
-      compgen -G "/var/lib/dkms/v4l2loopback/*/$KVER/*/module/v4l2loopback.ko*" || true; } | head -n1
+    # No `| head`: with pipefail, the writer's SIGPIPE (two matches) would fail the script.
+    local found=()
+    mapfile -t found < <(compgen -G "/lib/modules/$KVER/updates/dkms/v4l2loopback.ko*" || true
+                         compgen -G "/var/lib/dkms/v4l2loopback/*/$KVER/*/module/v4l2loopback.ko*" || true)
+    [[ ${#found[@]} -gt 0 ]] && printf '%s\n' "${found[0]}"
+    return 0
 }
 LOOP_KO=$(find_loopback)
 if [[ -z $LOOP_KO ]]; then
