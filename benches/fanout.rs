@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use camcast::client::{self, FrameStream};
 use camcast::source::pattern::Canvas;
 
+#[path = "common/machine.rs"]
+mod machine;
+
 const FPS: f64 = 30.0;
 
 struct Plan {
@@ -227,15 +230,8 @@ fn source_cost(width: u32, height: u32) -> (f64, f64) {
 }
 
 fn print_machine() {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = machine::cpu_model(&machine::cpuinfo());
+    let cores = machine::cores();
     println!(
         "machine: {cpu}, {cores} cores; server and viewers share them; {FPS} fps test pattern"
     );

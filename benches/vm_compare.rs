@@ -37,6 +37,8 @@
 mod feeder;
 #[path = "vm_compare/http.rs"]
 mod http;
+#[path = "common/machine.rs"]
+mod machine;
 #[path = "vm_compare/pieces.rs"]
 mod pieces;
 #[path = "vm_compare/procfs.rs"]
@@ -812,17 +814,10 @@ fn jpeg_shape(j: &[u8]) -> Option<JpegShape> {
 }
 
 fn print_setup(opts: &Opts) {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let flags = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
+    let cpuinfo = machine::cpuinfo();
+    let cpu = machine::cpu_model(&cpuinfo);
+    let cores = machine::cores();
+    let flags = Some(cpuinfo.as_str())
         .and_then(|c| {
             let line = c.lines().find(|l| l.starts_with("flags"))?.to_string();
             let have: Vec<&str> = line.split_whitespace().collect();
