@@ -66,6 +66,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // The LED follows the status from the start; on the way out it is switched off and a
     // sysfs LED gets its kernel trigger back.
     let led_stop = CancellationToken::new();
+    let shutdown = shutdown_signal(led_stop.clone());
     let led_task = led::spawn_led(&config.led, &status, led_stop.clone());
     let selected = source::select(&config.source, &config.camera).map_err(anyhow::Error::msg)?;
     tracing::info!(source = %selected.source.name(), reason = %selected.reason, "frame source chosen");
@@ -96,7 +97,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         hub,
         status,
         settings,
-        shutdown_signal(led_stop.clone()),
+        shutdown,
     )
     .await;
     led_stop.cancel();
@@ -110,11 +111,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
 /// Resolves on SIGINT or SIGTERM, and arms a watchdog so a stuck connection cannot keep the
 /// process alive past [`SHUTDOWN_GRACE`]. The LED is released at once: the watchdog's exit
 /// would skip the orderly release.
-async fn shutdown_signal(led_stop: CancellationToken) {
+fn shutdown_signal(led_stop: CancellationToken) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Installed now, not at first poll: a SIGTERM that arrives while the server is still
+    // starting must shut it down cleanly rather than kill it.
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    async move { shut_down_on(&mut term, &mut int, led_stop).await }
+}
+
+async fn shut_down_on(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+    led_stop: CancellationToken,
+) {
     let which = tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = int.recv() => "SIGINT",
         _ = term.recv() => "SIGTERM",
     };
     tracing::info!("{which} received");
