@@ -2,15 +2,19 @@
 //! contract. Used by `camcast-view`, the integration tests and the benchmark.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
 use crate::config::MAX_FRAME_BYTES;
 use crate::frame::from_unix_us;
 use crate::pb;
+use crate::tls::{ClientTlsOptions, TlsError};
 
 /// The port camcast (and the tutorial) listen on.
 pub const DEFAULT_PORT: u16 = 1234;
@@ -34,15 +38,137 @@ pub fn endpoint_uri(target: &str) -> String {
     }
 }
 
-/// Connects (eagerly, so an unreachable server fails here with a clear error).
-pub async fn connect(target: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(endpoint_uri(target))?
+/// How to reach a server beyond its address: TLS settings and a viewer token.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// TLS on, checked this way. An `https://` target turns TLS on with the defaults.
+    pub tls: Option<ClientTlsOptions>,
+    /// Sent as `authorization: Bearer TOKEN` on every call.
+    pub token: Option<String>,
+}
+
+/// A connection: the HTTP/2 channel plus the token every call carries.
+pub type Conn = InterceptedService<Channel, BearerToken>;
+
+/// A channel built elsewhere (custom endpoint settings), without a token.
+pub fn untokened(channel: Channel) -> Conn {
+    InterceptedService::new(channel, BearerToken(None))
+}
+
+/// Adds the viewer token (if any) to each request's metadata.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("the token must be printable ASCII without spaces")]
+    BadToken,
+    #[error("cannot connect to {target}: {source}")]
+    Transport {
+        target: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Connects in plain text with no token (eagerly, so an unreachable server fails here).
+pub async fn connect(target: &str, timeout: Duration) -> Result<Conn, ConnectError> {
+    connect_with(target, &ClientOptions::default(), timeout).await
+}
+
+/// Connects with TLS and/or a token as `opts` say.
+pub async fn connect_with(
+    target: &str,
+    opts: &ClientOptions,
+    timeout: Duration,
+) -> Result<Conn, ConnectError> {
+    let token = match &opts.token {
+        Some(t) => Some(
+            format!("Bearer {}", t.trim())
+                .parse::<MetadataValue<Ascii>>()
+                .ok()
+                .filter(|_| t.trim().bytes().all(|b| b.is_ascii_graphic()))
+                .ok_or(ConnectError::BadToken)?,
+        ),
+        None => None,
+    };
+    let uri = endpoint_uri(target);
+    let tls = match (&opts.tls, uri.starts_with("https://")) {
+        (Some(t), _) => Some(t.clone()),
+        (None, true) => Some(ClientTlsOptions::default()),
+        (None, false) => None,
+    };
+    // TLS is done by our own connector (it supports --insecure-skip-verify, which tonic's
+    // does not), so tonic always sees a plain http:// endpoint.
+    let plain_uri = uri.replacen("https://", "http://", 1);
+    let transport = |source| ConnectError::Transport {
+        target: target.to_string(),
+        source,
+    };
+    let endpoint = Endpoint::from_shared(plain_uri)
+        .map_err(transport)?
         .connect_timeout(timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .connect()
-        .await
+        .keep_alive_timeout(Duration::from_secs(20));
+    let channel = match tls {
+        None => endpoint.connect().await.map_err(transport)?,
+        Some(tls) => {
+            let connector = tls_connector(&tls, endpoint.uri().host().unwrap_or_default())?;
+            endpoint
+                .connect_with_connector(connector)
+                .await
+                .map_err(transport)?
+        }
+    };
+    Ok(InterceptedService::new(channel, BearerToken(token)))
+}
+
+type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A connector that dials TCP and runs the TLS handshake before HTTP/2 starts.
+fn tls_connector(
+    tls: &ClientTlsOptions,
+    host: &str,
+) -> Result<
+    impl tower::Service<
+            http::Uri,
+            Response = TlsIo,
+            Error = std::io::Error,
+            Future = impl Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+    TlsError,
+> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls.rustls_config()?));
+    let name = tls.server_name(host)?;
+    Ok(tower::service_fn(move |uri: http::Uri| {
+        let (connector, name) = (connector.clone(), name.clone());
+        async move {
+            let host = uri.host().unwrap_or_default();
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(DEFAULT_PORT);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        }
+    }))
 }
 
 /// A frame as a viewer receives it. The seed contract carries only the JPEG.
@@ -85,7 +211,7 @@ pub enum FrameStream {
 impl FrameStream {
     /// Opens a stream. `legacy` selects the seed contract (which ignores `max_fps`).
     pub async fn open(
-        channel: Channel,
+        channel: Conn,
         legacy: bool,
         name: &str,
         max_fps: f32,
@@ -129,7 +255,7 @@ impl FrameStream {
 }
 
 /// A v1 client with the frame-size limit raised to match the server's.
-pub fn camera_client(channel: Channel) -> pb::v1::camera_client::CameraClient<Channel> {
+pub fn camera_client(channel: Conn) -> pb::v1::camera_client::CameraClient<Conn> {
     pb::v1::camera_client::CameraClient::new(channel).max_decoding_message_size(MAX_FRAME_BYTES)
 }
 

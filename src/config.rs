@@ -14,14 +14,16 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::admission::ConnLimits;
 use crate::hub::HubConfig;
 use crate::led::LedSpec;
 use crate::source::v4l2::{parse_control, FormatChoice};
 use crate::source::{pattern::PatternConfig, CameraRequest, SourceSpec};
+use crate::tls::ServerTlsFiles;
 
 /// Largest message either side accepts: a 4K MJPEG frame can exceed tonic's 4 MiB default.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
-/// Largest request the server decodes: requests carry a name and a number.
+/// Default for the largest request the server decodes: requests carry a name and a number.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Parser)]
@@ -108,6 +110,52 @@ pub struct Cli {
     #[arg(long, value_name = "SECS")]
     pub keepalive_timeout: Option<Seconds>,
 
+    /// Connections one IP address may hold at once; more are closed at accept [default: 16].
+    #[arg(long, value_name = "N")]
+    pub max_conns_per_addr: Option<Count>,
+
+    /// HTTP/2 streams (calls) one connection may have open at once [default: 32].
+    #[arg(long, value_name = "N")]
+    pub max_streams_per_conn: Option<Count>,
+
+    /// Largest gRPC request message decoded, in bytes [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<ByteCount>,
+
+    /// Largest HTTP/2 header block (metadata) accepted, in bytes [default: 16384].
+    #[arg(long, value_name = "BYTES")]
+    pub max_header_bytes: Option<ByteCount>,
+
+    /// Seconds a new connection has to start its first request (TLS handshake included) [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub handshake_timeout: Option<Seconds>,
+
+    /// Seconds a connection may stay open with no request in flight [default: 120].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<Seconds>,
+
+    /// Do not serve the tutorial's `WebcamStreaming` contract (it predates tokens; stock
+    /// clients can still send one as metadata).
+    #[arg(long)]
+    pub no_seed: bool,
+
+    /// TLS certificate chain (PEM); with --tls-key, serves TLS only. `camcast gen-cert` makes one.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: viewers must present a certificate chaining to one in this PEM bundle.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Viewer tokens, one per line: every gRPC call (health excepted) must carry
+    /// `authorization: Bearer TOKEN`. `camcast gen-token` makes one.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
     /// Log filter, e.g. `info` or `camcast=debug` [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -122,6 +170,25 @@ pub struct Cli {
 pub enum Command {
     /// List V4L2 cameras with their formats, frame sizes, frame rates and controls, then exit.
     Devices,
+    /// Write a self-signed TLS certificate and key (cert.pem, key.pem) for this camera, or with
+    /// --client one for a viewer (mutual TLS), and print its SHA-256 fingerprint.
+    GenCert {
+        /// Directory to write cert.pem and key.pem into.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// Name or IP address the certificate is for (repeatable) [default: this host's
+        /// name, NAME.local, localhost, 127.0.0.1, ::1; for --client: "viewer"].
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// Make a viewer certificate for mutual TLS instead of a server one.
+        #[arg(long)]
+        client: bool,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a new random viewer token (64 hex digits) for the --token-file.
+    GenToken,
 }
 
 /// The TOML file's shape. Unknown keys are errors: a typo must not be silently ignored.
@@ -132,6 +199,10 @@ struct FileConfig {
     server: ServerSection,
     #[serde(default)]
     camera: CameraSection,
+    #[serde(default)]
+    tls: TlsSection,
+    #[serde(default)]
+    auth: AuthSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,8 +213,31 @@ struct ServerSection {
     max_name_len: Option<Count>,
     keepalive_secs: Option<Seconds>,
     keepalive_timeout_secs: Option<Seconds>,
+    max_connections_per_address: Option<Count>,
+    max_streams_per_connection: Option<Count>,
+    max_request_bytes: Option<ByteCount>,
+    max_header_list_bytes: Option<ByteCount>,
+    handshake_timeout_secs: Option<Seconds>,
+    idle_timeout_secs: Option<Seconds>,
+    seed_contract: Option<bool>,
     log: Option<String>,
     led: Option<LedSpec>,
+}
+
+/// `[tls]`: cert and key together turn TLS on; client_ca adds mutual TLS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+}
+
+/// `[auth]`: viewer tokens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +267,17 @@ pub struct Config {
     pub max_name_len: usize,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// Per-address connection cap and the handshake/idle timeouts.
+    pub conn: ConnLimits,
+    pub max_streams_per_connection: u32,
+    pub max_request_bytes: usize,
+    pub max_header_list_bytes: u32,
+    /// Serve the seed `WebcamStreaming` contract.
+    pub seed_contract: bool,
+    /// TLS on, with these files.
+    pub tls: Option<ServerTlsFiles>,
+    /// Viewer tokens required, from this file.
+    pub token_file: Option<PathBuf>,
     /// How long a snapshot waits for a frame (camera start-up included).
     pub snapshot_timeout: Duration,
     pub log: String,
@@ -199,6 +304,13 @@ impl Default for Config {
             max_name_len: 64,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
+            conn: ConnLimits::default(),
+            max_streams_per_connection: 32,
+            max_request_bytes: MAX_REQUEST_BYTES,
+            max_header_list_bytes: 16 * 1024,
+            seed_contract: true,
+            tls: None,
+            token_file: None,
             snapshot_timeout: Duration::from_secs(5),
             log: "info".into(),
             led: LedSpec::default(),
@@ -215,6 +327,8 @@ pub enum ConfigError {
     },
     #[error("bad config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Config {
@@ -224,18 +338,21 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Ok(Self::merge(cli, file))
+        Self::merge(cli, file).map_err(ConfigError::Invalid)
     }
 
     /// Parses TOML text as a config file would be (for tests and tools).
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        Ok(Self::merge(&Cli::parse_from(["camcast"]), file))
+        Self::merge(&Cli::parse_from(["camcast"]), file)
     }
 
-    fn merge(cli: &Cli, file: FileConfig) -> Config {
+    fn merge(cli: &Cli, file: FileConfig) -> Result<Config, String> {
         let d = Config::default();
         let (s, c) = (file.server, file.camera);
+        let tls = merge_tls(cli, file.tls)?;
+        let keepalive_interval =
+            pick(cli.keepalive, s.keepalive_secs).map_or(d.keepalive_interval, |s| s.0);
         let dp = d.camera.pattern;
         let size = cli.size.or(c.size).unwrap_or(Size {
             width: dp.width,
@@ -247,7 +364,7 @@ impl Config {
             controls.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
             controls.push((name.clone(), *value));
         }
-        Config {
+        Ok(Config {
             listen: cli.listen.or(s.listen).unwrap_or(d.listen),
             source: cli.source.clone().or(c.source).unwrap_or(d.source),
             camera: CameraRequest {
@@ -269,14 +386,57 @@ impl Config {
                 ..d.hub
             },
             max_name_len: pick(cli.max_name_len, s.max_name_len).map_or(d.max_name_len, |n| n.0),
-            keepalive_interval: pick(cli.keepalive, s.keepalive_secs)
-                .map_or(d.keepalive_interval, |s| s.0),
+            keepalive_interval,
             keepalive_timeout: pick(cli.keepalive_timeout, s.keepalive_timeout_secs)
                 .map_or(d.keepalive_timeout, |s| s.0),
+            conn: ConnLimits {
+                per_address: pick(cli.max_conns_per_addr, s.max_connections_per_address)
+                    .map_or(d.conn.per_address, |n| n.0),
+                handshake_timeout: pick(cli.handshake_timeout, s.handshake_timeout_secs)
+                    .map_or(d.conn.handshake_timeout, |s| s.0),
+                idle_timeout: pick(cli.idle_timeout, s.idle_timeout_secs)
+                    .map_or(d.conn.idle_timeout, |s| s.0),
+                tcp_keepalive: keepalive_interval,
+            },
+            max_streams_per_connection: pick(
+                cli.max_streams_per_conn,
+                s.max_streams_per_connection,
+            )
+            .map_or(d.max_streams_per_connection, |n| n.0 as u32),
+            max_request_bytes: pick(cli.max_request_bytes, s.max_request_bytes)
+                .map_or(d.max_request_bytes, |n| n.0),
+            max_header_list_bytes: pick(cli.max_header_bytes, s.max_header_list_bytes)
+                .map_or(d.max_header_list_bytes, |n| n.0 as u32),
+            seed_contract: !cli.no_seed && s.seed_contract.unwrap_or(d.seed_contract),
+            tls,
+            token_file: cli.token_file.clone().or(file.auth.token_file),
             snapshot_timeout: d.snapshot_timeout,
             log: cli.log.clone().or(s.log).unwrap_or(d.log),
             led: cli.led.clone().or(s.led).unwrap_or(d.led),
-        }
+        })
+    }
+}
+
+/// TLS is on when a certificate and key are both given (flags as a set, else the file's).
+fn merge_tls(cli: &Cli, file: TlsSection) -> Result<Option<ServerTlsFiles>, String> {
+    let (cert, key, client_ca) = if cli.tls_cert.is_some() {
+        (
+            cli.tls_cert.clone(),
+            cli.tls_key.clone(),
+            cli.tls_client_ca.clone(),
+        )
+    } else {
+        (file.cert, file.key, file.client_ca)
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(ServerTlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        (None, None) => Err("[tls] client_ca needs cert and key as well".into()),
+        _ => Err("[tls] needs both cert and key (or neither, for plain gRPC)".into()),
     }
 }
 
@@ -339,6 +499,13 @@ validated!(
     /// A positive count, at most 100000.
     Count(usize) from i64 as "i64", |v| {
         usize::try_from(v).ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| format!("must be 1-100000, got {v}"))
+    }
+);
+
+validated!(
+    /// A size in bytes, 64 to 64 MiB.
+    ByteCount(usize) from i64 as "i64", |v| {
+        usize::try_from(v).ok().filter(|n| (64..=64 << 20).contains(n)).ok_or_else(|| format!("bytes must be 64-67108864, got {v}"))
     }
 );
 
@@ -459,6 +626,62 @@ mod tests {
                 ("brightness".to_string(), 99)
             ]
         );
+    }
+
+    #[test]
+    fn every_limit_has_a_key_and_a_default() {
+        let d = Config::from_toml("").unwrap();
+        assert_eq!(d.conn, ConnLimits::default());
+        assert_eq!(d.conn.per_address, 16);
+        assert_eq!(
+            (
+                d.max_streams_per_connection,
+                d.max_request_bytes,
+                d.max_header_list_bytes
+            ),
+            (32, 16384, 16384)
+        );
+        assert!(d.seed_contract && d.tls.is_none() && d.token_file.is_none());
+        let c = Config::from_toml(
+            "[server]\nmax_connections_per_address = 3\nmax_streams_per_connection = 4\n\
+             max_request_bytes = 1024\nmax_header_list_bytes = 4096\nhandshake_timeout_secs = 2\n\
+             idle_timeout_secs = 30\nkeepalive_secs = 7\nseed_contract = false\n\
+             [tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nclient_ca = \"/ca.pem\"\n\
+             [auth]\ntoken_file = \"/t\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.conn,
+            ConnLimits {
+                per_address: 3,
+                handshake_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(30),
+                tcp_keepalive: Duration::from_secs(7),
+            }
+        );
+        assert_eq!(
+            (
+                c.max_streams_per_connection,
+                c.max_request_bytes,
+                c.max_header_list_bytes
+            ),
+            (4, 1024, 4096)
+        );
+        assert!(!c.seed_contract);
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.client_ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(c.token_file, Some(PathBuf::from("/t")));
+    }
+
+    #[test]
+    fn tls_needs_cert_and_key_together() {
+        let e = Config::from_toml("[tls]\ncert = \"/c.pem\"\n").unwrap_err();
+        assert!(e.contains("both cert and key"), "{e}");
+        let e = Config::from_toml("[tls]\nclient_ca = \"/ca.pem\"\n").unwrap_err();
+        assert!(e.contains("client_ca needs"), "{e}");
+        let e = Config::from_toml("[server]\nmax_request_bytes = 10\n").unwrap_err();
+        assert!(e.contains("64-67108864"), "{e}");
+        assert!(Cli::try_parse_from(["camcast", "--tls-cert", "/c.pem"]).is_err());
     }
 
     #[test]

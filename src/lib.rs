@@ -10,8 +10,13 @@
 //! - [`status`]: the appliance state (starting, waiting, ready, streaming, fault).
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
 //! - [`grpc`]: the seed `WebcamStreaming` contract and the `camcast.v1` API over tonic.
+//! - [`admission`]: connection admission: per-address caps, handshake and idle timeouts.
+//! - [`auth`]: viewer tokens, stored hashed and compared in constant time.
+//! - [`tls`]: TLS identities for the server, `gen-cert`, and the viewer's trust settings.
 //! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
 
+pub mod admission;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod devices;
@@ -23,6 +28,7 @@ pub mod led;
 pub mod source;
 pub mod status;
 pub mod systemd;
+pub mod tls;
 
 /// Generated protobuf/gRPC code.
 pub mod pb {

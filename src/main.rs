@@ -8,24 +8,22 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use camcast::auth::Tokens;
 use camcast::config::{Cli, Command, Config};
 use camcast::grpc::{self, GrpcSettings};
 use camcast::hub::Hub;
 use camcast::led;
 use camcast::source;
 use camcast::status::StatusCell;
+use camcast::tls::{self, CertKind, ServerTls};
 
 /// After a shutdown signal, connections get this long to close before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Devices) = cli.command {
-        print!(
-            "{}",
-            camcast::devices::Listing(&camcast::devices::list_devices())
-        );
-        return ExitCode::SUCCESS;
+    if let Some(command) = &cli.command {
+        return run_command(command);
     }
     let config = match Config::load(&cli) {
         Ok(c) => c,
@@ -35,17 +33,61 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config.log);
+    // Bad TLS files or token file are configuration errors: exit 2 before anything starts.
+    let security = match load_security(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, security)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The one-shot subcommands: print or write something, then exit.
+fn run_command(command: &Command) -> ExitCode {
+    match command {
+        Command::Devices => {
+            let devices = camcast::devices::list_devices();
+            print!("{}", camcast::devices::Listing(&devices));
+        }
+        Command::GenToken => println!("{}", camcast::auth::generate_token()),
+        Command::GenCert {
+            dir,
+            names,
+            client,
+            force,
+        } => {
+            let (kind, names) = match (*client, names.is_empty()) {
+                (true, true) => (CertKind::Client, vec!["viewer".to_string()]),
+                (true, false) => (CertKind::Client, names.clone()),
+                (false, true) => (CertKind::Server, tls::default_server_names()),
+                (false, false) => (CertKind::Server, names.clone()),
+            };
+            match tls::generate(dir, kind, &names, *force) {
+                Ok(fp) => {
+                    println!("wrote {0}/cert.pem and {0}/key.pem", dir.display());
+                    println!("names: {}", names.join(", "));
+                    println!("SHA-256 fingerprint: {fp}");
+                }
+                Err(e) => {
+                    eprintln!("camcast gen-cert: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn init_logging(filter: &str) {
@@ -61,7 +103,23 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// The TLS identity and viewer tokens, loaded and checked at start.
+fn load_security(config: &Config) -> anyhow::Result<(Option<ServerTls>, Option<Tokens>)> {
+    let tls = match &config.tls {
+        Some(files) => Some(ServerTls::load(files, &[b"h2", b"http/1.1"])?),
+        None => None,
+    };
+    let tokens = match &config.token_file {
+        Some(path) => Some(Tokens::from_file(path)?),
+        None => None,
+    };
+    Ok((tls, tokens))
+}
+
+async fn run(
+    config: Config,
+    (tls, tokens): (Option<ServerTls>, Option<Tokens>),
+) -> anyhow::Result<()> {
     let status = StatusCell::new();
     // The LED follows the status from the start; on the way out it is switched off and a
     // sysfs LED gets its kernel trigger back.
@@ -73,10 +131,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(
-        addr = %listener.local_addr()?,
-        "serving gRPC: WebcamStreaming (seed), camcast.v1.Camera, health, reflection"
-    );
+    let settings = GrpcSettings::new(&config, tls, tokens);
+    log_serving(&listener.local_addr()?, &settings);
     // systemd (Type=notify): READY=1 now that connections queue, STATUS= at state changes,
     // WATCHDOG=1 pings, STOPPING=1 once led_stop fires (shutdown began). No-op outside systemd.
     let sd_task = camcast::systemd::spawn(&status, led_stop.clone(), listener.local_addr()?);
@@ -86,26 +142,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.hub.clone(),
         status.clone(),
     );
-    let settings = GrpcSettings {
-        max_name_len: config.max_name_len,
-        keepalive_interval: config.keepalive_interval,
-        keepalive_timeout: config.keepalive_timeout,
-        snapshot_timeout: config.snapshot_timeout,
-    };
-    let served = grpc::serve(
-        listener,
-        hub,
-        status,
-        settings,
-        shutdown,
-    )
-    .await;
+    let served = grpc::serve(listener, hub, status, settings, shutdown).await;
     led_stop.cancel();
     let _ = led_task.await;
     let _ = sd_task.await;
     served.context("gRPC server failed")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// One line saying what is served and how it is protected.
+fn log_serving(addr: &std::net::SocketAddr, s: &GrpcSettings) {
+    let apis = if s.seed_contract {
+        "WebcamStreaming (seed), camcast.v1.Camera, health, reflection"
+    } else {
+        "camcast.v1.Camera, health, reflection (seed contract off)"
+    };
+    let tls = match &s.tls {
+        Some(t) if t.client_ca_pem.is_some() => "on, client certificates required",
+        Some(_) => "on",
+        None => "off",
+    };
+    let tokens = match &s.tokens {
+        Some(_) => "required",
+        None => "off",
+    };
+    tracing::info!(%addr, tls, tokens, max_conns_per_addr = s.conn.per_address, "serving gRPC: {apis}");
 }
 
 /// Resolves on SIGINT or SIGTERM, and arms a watchdog so a stuck connection cannot keep the

@@ -65,7 +65,15 @@ async fn v1_frames_carry_sequence_time_size_and_origin() {
 
 #[tokio::test]
 async fn twenty_concurrent_viewers_on_both_apis_all_decode() {
-    let server = TestServer::pattern(320, 240, 30.0).await;
+    // All twenty come from 127.0.0.1, above the default per-address cap of 16.
+    let mut settings = common::settings();
+    settings.conn.per_address = 32;
+    let server = TestServer::start_with(
+        common::pattern(320, 240, 30.0),
+        HubConfig::default(),
+        settings,
+    )
+    .await;
     let mut viewers = Vec::new();
     for i in 0..20 {
         let channel = server.channel().await;
@@ -103,7 +111,7 @@ async fn slow_viewer_neither_slows_others_nor_queues_on_the_server() {
         .connect()
         .await
         .unwrap();
-    let mut stalled = FrameStream::open(stalled_channel, false, "stalled", 0.0)
+    let mut stalled = FrameStream::open(client::untokened(stalled_channel), false, "stalled", 0.0)
         .await
         .unwrap();
     stalled.next().await.unwrap().expect("first frame");

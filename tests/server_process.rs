@@ -131,3 +131,98 @@ fn viewer_reports_unreachable_server_with_exit_code_3() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
+
+/// Runs a one-shot subcommand and returns its stdout.
+fn run_ok(args: &[&str]) -> String {
+    let out = bin_command(env!("CARGO_BIN_EXE_camcast"))
+        .args(args)
+        .output()
+        .expect("run camcast");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// First boot as the README describes it: gen-cert and gen-token, then a TLS server with
+/// tokens. A wrong token is refused and logged without the secret; the right one gets frames.
+#[tokio::test]
+async fn generated_cert_and_token_protect_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let printed = run_ok(&["gen-cert", "--dir", d, "--name", "127.0.0.1"]);
+    assert!(printed.contains("SHA-256 fingerprint: "), "{printed}");
+    let token = run_ok(&["gen-token"]).trim().to_string();
+    assert_eq!(token.len(), 64);
+    let token_file = dir.path().join("tokens");
+    std::fs::write(&token_file, format!("# kitchen tablet\n{token}\n")).unwrap();
+    let (cert, key) = (format!("{d}/cert.pem"), format!("{d}/key.pem"));
+
+    let (mut child, addr, stderr) = spawn_server(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let log = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let opts = |token: &str| client::ClientOptions {
+        tls: Some(camcast::tls::ClientTlsOptions {
+            ca: Some(cert.clone().into()),
+            ..Default::default()
+        }),
+        token: Some(token.to_string()),
+    };
+    let timeout = Duration::from_secs(10);
+    let wrong = client::connect_with(&addr, &opts("not-the-token-but-long-enough"), timeout)
+        .await
+        .unwrap();
+    let refused = FrameStream::open(wrong, false, "intruder", 0.0).await;
+    assert_eq!(
+        refused.err().map(|e| e.code()),
+        Some(tonic::Code::Unauthenticated)
+    );
+    let right = client::connect_with(&addr, &opts(&token), timeout)
+        .await
+        .unwrap();
+    let mut stream = FrameStream::open(right, false, "tablet", 0.0)
+        .await
+        .unwrap();
+    stream
+        .next()
+        .await
+        .unwrap()
+        .expect("a frame over TLS with the token");
+
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Over TLS too, shutdown ends the stream with OK rather than cutting it.
+    while stream.next().await.expect("clean end of stream").is_some() {}
+    // Wait off the runtime: the client's connection tasks must run to answer the GOAWAY.
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = log.join().unwrap().join("\n");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(
+        log.contains("request refused: bad or missing token"),
+        "{log}"
+    );
+    for secret in [token.as_str(), "not-the-token"] {
+        assert!(!log.contains(secret), "the log must not contain a token");
+    }
+}
+
+#[test]
+fn unreadable_token_file_is_a_config_error() {
+    let out = bin_command(env!("CARGO_BIN_EXE_camcast"))
+        .args(["--token-file", "/nonexistent/tokens", "--led", "none"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read token file /nonexistent/tokens"),
+        "{err}"
+    );
+}

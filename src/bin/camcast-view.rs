@@ -148,7 +148,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     watch(channel, &args).await
 }
 
-async fn print_info(channel: tonic::transport::Channel) -> Result<(), Failure> {
+async fn print_info(channel: client::Conn) -> Result<(), Failure> {
     let info = client::camera_client(channel)
         .get_info(pb::v1::GetInfoRequest {})
         .await
@@ -195,11 +195,7 @@ async fn print_info(channel: tonic::transport::Channel) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn snapshot(
-    channel: tonic::transport::Channel,
-    args: &Args,
-    path: &Path,
-) -> Result<(), Failure> {
+async fn snapshot(channel: client::Conn, args: &Args, path: &Path) -> Result<(), Failure> {
     let jpeg = if args.legacy {
         let mut stream = FrameStream::open(channel, true, &args.name, 0.0)
             .await
@@ -224,7 +220,7 @@ async fn snapshot(
     Ok(())
 }
 
-async fn watch(channel: tonic::transport::Channel, args: &Args) -> Result<(), Failure> {
+async fn watch(channel: client::Conn, args: &Args) -> Result<(), Failure> {
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)
             .map_err(|e| Failure::Output(format!("cannot create {}: {e}", dir.display())))?;

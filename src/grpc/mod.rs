@@ -1,6 +1,7 @@
 //! gRPC transport: the seed contract and camcast.v1 as two views of the same hub, plus the
 //! standard health and reflection services.
 
+mod gate;
 mod seed;
 mod v1;
 
@@ -10,14 +11,16 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::Status;
 use tonic_health::ServingStatus;
 
-use crate::config::{MAX_FRAME_BYTES, MAX_REQUEST_BYTES};
+use crate::admission::{self, ConnLimits};
+use crate::auth::Tokens;
+use crate::config::{Config, MAX_FRAME_BYTES, MAX_REQUEST_BYTES};
 use crate::hub::{viewer_name, Hub, HubError, NameTooLong};
 use crate::pb;
 use crate::status::{State, StatusCell};
+use crate::tls::ServerTls;
 
 pub use seed::SeedService;
 pub use v1::CameraService;
@@ -26,17 +29,61 @@ pub use v1::CameraService;
 pub const SEED_SERVICE: &str = "WebcamStreaming";
 pub const V1_SERVICE: &str = "camcast.v1.Camera";
 
-/// Per-connection HTTP/2 stream cap: a viewer needs one or two; this bounds what one peer can
-/// open (the viewer limit bounds the total).
-const MAX_STREAMS_PER_CONNECTION: u32 = 32;
-
-/// Transport settings the services need.
+/// Transport settings and limits. Every limit a peer could push against is here, with its
+/// config key named in `deploy/camcast.toml`.
 #[derive(Debug, Clone)]
 pub struct GrpcSettings {
     pub max_name_len: usize,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     pub snapshot_timeout: Duration,
+    /// Per-address connections, handshake and idle timeouts.
+    pub conn: ConnLimits,
+    /// HTTP/2 streams one connection may have open: a viewer needs one or two.
+    pub max_streams_per_connection: u32,
+    pub max_request_bytes: usize,
+    pub max_header_list_bytes: u32,
+    pub seed_contract: bool,
+    pub tls: Option<ServerTls>,
+    pub tokens: Option<Tokens>,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        let d = Config::default();
+        GrpcSettings {
+            max_name_len: d.max_name_len,
+            keepalive_interval: d.keepalive_interval,
+            keepalive_timeout: d.keepalive_timeout,
+            snapshot_timeout: d.snapshot_timeout,
+            conn: d.conn,
+            max_streams_per_connection: d.max_streams_per_connection,
+            max_request_bytes: MAX_REQUEST_BYTES,
+            max_header_list_bytes: d.max_header_list_bytes,
+            seed_contract: true,
+            tls: None,
+            tokens: None,
+        }
+    }
+}
+
+impl GrpcSettings {
+    /// The settings from a validated config plus the loaded TLS identity and tokens.
+    pub fn new(c: &Config, tls: Option<ServerTls>, tokens: Option<Tokens>) -> Self {
+        GrpcSettings {
+            max_name_len: c.max_name_len,
+            keepalive_interval: c.keepalive_interval,
+            keepalive_timeout: c.keepalive_timeout,
+            snapshot_timeout: c.snapshot_timeout,
+            conn: c.conn.clone(),
+            max_streams_per_connection: c.max_streams_per_connection,
+            max_request_bytes: c.max_request_bytes,
+            max_header_list_bytes: c.max_header_list_bytes,
+            seed_contract: c.seed_contract,
+            tls,
+            tokens,
+        }
+    }
 }
 
 type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -64,33 +111,40 @@ pub async fn serve(
         .build_v1alpha()
         .expect("descriptor set compiled by build.rs is valid");
 
-    let seed = pb::seed::webcam_streaming_server::WebcamStreamingServer::new(SeedService::new(
-        hub.clone(),
-        settings.clone(),
-    ))
-    .max_encoding_message_size(MAX_FRAME_BYTES)
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let seed = settings.seed_contract.then(|| {
+        pb::seed::webcam_streaming_server::WebcamStreamingServer::new(SeedService::new(
+            hub.clone(),
+            settings.clone(),
+        ))
+        .max_encoding_message_size(MAX_FRAME_BYTES)
+        .max_decoding_message_size(settings.max_request_bytes)
+    });
     let v1 =
         pb::v1::camera_server::CameraServer::new(CameraService::new(hub.clone(), settings.clone()))
             .max_encoding_message_size(MAX_FRAME_BYTES)
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+            .max_decoding_message_size(settings.max_request_bytes);
 
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(settings.keepalive_interval));
+    let incoming = admission::incoming(listener, settings.conn.clone());
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: ending viewer streams");
         hub.shutdown().await;
     };
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &settings.tls {
+        let config = tls.tonic_config().timeout(settings.conn.handshake_timeout);
+        server = server.tls_config(config)?;
+    }
+    server
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_concurrent_streams(settings.max_streams_per_connection)
+        .http2_max_header_list_size(settings.max_header_list_bytes)
+        .layer(gate::GateLayer::new(settings.tokens.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(seed)
+        .add_optional_service(seed)
         .add_service(v1)
         .serve_with_incoming_shutdown(incoming, signal)
         .await

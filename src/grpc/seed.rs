@@ -26,7 +26,7 @@ impl WebcamStreaming for SeedService {
         &self,
         request: Request<ClientName>,
     ) -> Result<Response<Self::StartWebcamStreamingStream>, Status> {
-        let addr = request.remote_addr();
+        let addr = crate::admission::peer_addr(&request);
         let name = checked_name(&request.get_ref().client_name, &self.settings)?;
         let sub = self.hub.connect(ViewerInfo {
             name,

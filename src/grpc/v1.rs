@@ -28,7 +28,7 @@ impl Camera for CameraService {
         &self,
         request: Request<pb::StreamRequest>,
     ) -> Result<Response<Self::StreamFramesStream>, Status> {
-        let addr = request.remote_addr();
+        let addr = crate::admission::peer_addr(&request);
         let req = request.into_inner();
         let name = checked_name(&req.viewer_name, &self.settings)?;
         if !req.max_fps.is_finite() || req.max_fps < 0.0 {
@@ -54,7 +54,7 @@ impl Camera for CameraService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::Frame>, Status> {
-        let addr = request.remote_addr();
+        let addr = crate::admission::peer_addr(&request);
         let name = checked_name(&request.get_ref().viewer_name, &self.settings)?;
         let info = ViewerInfo {
             name,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use camcast::client;
+use camcast::client::Conn as Channel;
 use camcast::grpc::{self, GrpcSettings};
 use camcast::hub::{Hub, HubConfig};
 use camcast::source::pattern::{PatternConfig, TestPattern};
@@ -12,7 +13,6 @@ use camcast::source::FrameSource;
 use camcast::status::StatusCell;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -31,16 +31,20 @@ pub fn pattern(width: u32, height: u32, fps: f64) -> Box<dyn FrameSource> {
 }
 
 pub fn settings() -> GrpcSettings {
-    GrpcSettings {
-        max_name_len: 64,
-        keepalive_interval: Duration::from_secs(10),
-        keepalive_timeout: Duration::from_secs(20),
-        snapshot_timeout: Duration::from_secs(5),
-    }
+    GrpcSettings::default()
 }
 
 impl TestServer {
     pub async fn start(source: Box<dyn FrameSource>, hub_cfg: HubConfig) -> TestServer {
+        Self::start_with(source, hub_cfg, settings()).await
+    }
+
+    /// A server with non-default transport settings (limits, TLS, tokens).
+    pub async fn start_with(
+        source: Box<dyn FrameSource>,
+        hub_cfg: HubConfig,
+        settings: GrpcSettings,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let status = StatusCell::new();
@@ -50,7 +54,7 @@ impl TestServer {
             listener,
             hub.clone(),
             status,
-            settings(),
+            settings,
             async {
                 let _ = stopped.await;
             },

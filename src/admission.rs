@@ -1,0 +1,428 @@
+//! Who gets in, and for how long: connection admission shared by camcast's listeners.
+//!
+//! - **Per-address cap.** A peer (one IP address) may hold at most `per_address` connections;
+//!   more are closed at accept, so one misbehaving host cannot use up sockets or viewer slots.
+//! - **Handshake timeout.** A connection must start its first request within
+//!   `handshake_timeout` of being accepted (TLS handshake included), or it is closed: silent
+//!   sockets do not pile up.
+//! - **Idle timeout.** A connection with no request open for `idle_timeout` is closed. A
+//!   watching viewer always has one open, so only abandoned connections go.
+//!
+//! The accept side knows sockets and the request side knows requests; they meet in
+//! [`ConnInfo`], which tonic copies into every request's extensions. [`ActivityLayer`] counts a
+//! request as open until its response body is dropped, and the connection's read side checks
+//! the count when its timer fires.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+
+/// The admission limits of one listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnLimits {
+    pub per_address: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// TCP keepalive probes, so a peer that vanished without a FIN is noticed by the kernel.
+    pub tcp_keepalive: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            per_address: 16,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            tcp_keepalive: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Open-connection counts per peer address, shared by the accept loop and the connections.
+#[derive(Debug, Default)]
+struct AddressBook {
+    open: HashMap<IpAddr, usize>,
+    refused: HashMap<IpAddr, u64>,
+}
+
+/// A connection's slot in the address book; freed on drop.
+struct Slot {
+    book: Arc<Mutex<AddressBook>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut book = self.book.lock().unwrap();
+        if let Some(n) = book.open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                book.open.remove(&self.ip);
+                book.refused.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Per-connection facts every request can see (through tonic's connect info).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    activity: Arc<Activity>,
+}
+
+impl ConnInfo {
+    /// Marks a request open until the returned guard is dropped.
+    pub fn begin_request(&self) -> RequestGuard {
+        self.activity.open.fetch_add(1, Ordering::SeqCst);
+        RequestGuard(self.activity.clone())
+    }
+}
+
+#[derive(Debug)]
+struct Activity {
+    open: AtomicUsize,
+    /// When the connection last went quiet (accept time until a request ends).
+    quiet_since: Mutex<Instant>,
+    any_request: std::sync::atomic::AtomicBool,
+    /// Set when a request ends, so the connection recomputes its deadline at once rather than
+    /// at whatever later time its timer was set for.
+    rearm: std::sync::atomic::AtomicBool,
+    /// The connection's reader, woken when a request ends.
+    reader: futures_util::task::AtomicWaker,
+}
+
+/// Keeps a request counted as open; dropped when its response ends.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.any_request.store(true, Ordering::SeqCst);
+        *a.quiet_since.lock().unwrap() = Instant::now();
+        a.open.fetch_sub(1, Ordering::SeqCst);
+        a.rearm.store(true, Ordering::SeqCst);
+        a.reader.wake();
+    }
+}
+
+enum Deadline {
+    Expired(&'static str, Duration),
+    At(Instant),
+}
+
+impl Activity {
+    fn deadline(&self, limits: &ConnLimits) -> Deadline {
+        let now = Instant::now();
+        if self.open.load(Ordering::SeqCst) > 0 {
+            // Busy: look again one idle period from now.
+            return Deadline::At(now + limits.idle_timeout);
+        }
+        let (why, limit) = if self.any_request.load(Ordering::SeqCst) {
+            ("idle", limits.idle_timeout)
+        } else {
+            ("no request", limits.handshake_timeout)
+        };
+        let at = *self.quiet_since.lock().unwrap() + limit;
+        if now >= at {
+            Deadline::Expired(why, limit)
+        } else {
+            Deadline::At(at)
+        }
+    }
+}
+
+/// An admitted connection: the socket, its address-book slot and its inactivity timer.
+pub struct Admitted {
+    io: TcpStream,
+    info: ConnInfo,
+    limits: ConnLimits,
+    timer: Pin<Box<Sleep>>,
+    /// Set once our side is shut: the deadline for the peer to close its side.
+    linger: Option<Pin<Box<Sleep>>>,
+    _slot: Slot,
+}
+
+/// How long a closing connection waits for the peer to close its side (see `poll_shutdown`).
+const LINGER: Duration = Duration::from_secs(2);
+
+impl Admitted {
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// Checks the inactivity deadline; `true` once the connection should be closed.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.info.activity.reader.register(cx.waker());
+        if self.info.activity.rearm.swap(false, Ordering::SeqCst) {
+            if let Deadline::At(at) = self.info.activity.deadline(&self.limits) {
+                self.timer.as_mut().reset(at);
+            }
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            match self.info.activity.deadline(&self.limits) {
+                Deadline::At(at) => self.timer.as_mut().reset(at),
+                Deadline::Expired(why, after) => {
+                    tracing::info!(addr = %self.info.remote, "closing connection: {why} for {after:?}");
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.expired(cx) {
+            // End of stream: the HTTP/2 server treats it as the peer leaving and cleans up.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// A lingering close: send our FIN, then read until the peer closes too (or `LINGER`
+    /// passes). Closing a socket with unread input makes the kernel send a reset, and a reset
+    /// discards data the peer has not read yet, such as a stream's final OK status.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.linger.is_none() {
+            std::task::ready!(Pin::new(&mut self.io).poll_shutdown(cx))?;
+            self.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut scratch = [0u8; 1024];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    let linger = self.linger.as_mut().expect("set above");
+                    return linger.as_mut().poll(cx).map(Ok);
+                }
+            }
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Admitted {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+/// The connection facts of a request, over plain TCP or TLS.
+pub fn conn_info<B>(req: &http::Request<B>) -> Option<&ConnInfo> {
+    let ext = req.extensions();
+    ext.get::<ConnInfo>().or_else(|| {
+        ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
+            .map(|t| t.get_ref())
+    })
+}
+
+/// The peer address of a gRPC request, whichever listener it came through.
+pub fn peer_addr<T>(req: &tonic::Request<T>) -> Option<SocketAddr> {
+    let ext = req.extensions();
+    ext.get::<ConnInfo>()
+        .or_else(|| {
+            ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
+                .map(|t| t.get_ref())
+        })
+        .map(|c| c.remote)
+        .or_else(|| req.remote_addr())
+}
+
+/// Accepts connections from `listener`, admitting each peer up to `limits.per_address` at once.
+/// Accept errors (e.g. out of descriptors) are logged and retried after a pause, never fatal.
+pub fn incoming(
+    listener: TcpListener,
+    limits: ConnLimits,
+) -> impl Stream<Item = io::Result<Admitted>> + Send + 'static {
+    let book = Arc::new(Mutex::new(AddressBook::default()));
+    futures_util::stream::unfold(
+        (listener, limits, book),
+        |(listener, limits, book)| async move {
+            loop {
+                let (io, remote) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                if let Some(conn) = admit(io, remote, &limits, &book) {
+                    return Some((Ok(conn), (listener, limits, book)));
+                }
+            }
+        },
+    )
+}
+
+fn admit(
+    io: TcpStream,
+    remote: SocketAddr,
+    limits: &ConnLimits,
+    book: &Arc<Mutex<AddressBook>>,
+) -> Option<Admitted> {
+    let ip = canonical_ip(remote.ip());
+    {
+        let mut b = book.lock().unwrap();
+        let open = b.open.get(&ip).copied().unwrap_or(0);
+        if open >= limits.per_address {
+            let refused = b.refused.entry(ip).or_insert(0);
+            *refused += 1;
+            // Logged at 1, 10, 100, ... refusals: visible, but a flood cannot flood the log.
+            if is_power_of_ten(*refused) {
+                tracing::warn!(addr = %ip, open, refused = *refused,
+                    "connection refused: per-address limit reached ([server] max_connections_per_address)");
+            }
+            return None;
+        }
+        b.open.insert(ip, open + 1);
+    }
+    let slot = Slot {
+        book: book.clone(),
+        ip,
+    };
+    let _ = io.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new().with_time(limits.tcp_keepalive);
+    let _ = socket2::SockRef::from(&io).set_tcp_keepalive(&keepalive);
+    let now = Instant::now();
+    Some(Admitted {
+        io,
+        info: ConnInfo {
+            remote,
+            activity: Arc::new(Activity {
+                open: AtomicUsize::new(0),
+                quiet_since: Mutex::new(now),
+                any_request: Default::default(),
+                rearm: Default::default(),
+                reader: Default::default(),
+            }),
+        },
+        timer: Box::pin(tokio::time::sleep_until(now + limits.handshake_timeout)),
+        linger: None,
+        limits: limits.clone(),
+        _slot: slot,
+    })
+}
+
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
+}
+
+/// IPv4 peers on a dual-stack socket arrive as `::ffff:a.b.c.d`; count them as the IPv4 host.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_at_powers_of_ten() {
+        let logged: Vec<u64> = (0..=1000).filter(|&n| is_power_of_ten(n)).collect();
+        assert_eq!(logged, [1, 10, 100, 1000]);
+    }
+
+    #[test]
+    fn mapped_ipv4_counts_as_ipv4() {
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        assert_eq!(canonical_ip(mapped), "10.0.0.7".parse::<IpAddr>().unwrap());
+        let v6: IpAddr = "fe80::1".parse().unwrap();
+        assert_eq!(canonical_ip(v6), v6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_follow_requests() {
+        let limits = ConnLimits {
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            ..ConnLimits::default()
+        };
+        let a = Arc::new(Activity {
+            open: AtomicUsize::new(0),
+            quiet_since: Mutex::new(Instant::now()),
+            any_request: Default::default(),
+            rearm: Default::default(),
+            reader: Default::default(),
+        });
+        let info = ConnInfo {
+            remote: "127.0.0.1:1".parse().unwrap(),
+            activity: a.clone(),
+        };
+        let start = Instant::now();
+        assert!(
+            matches!(a.deadline(&limits), Deadline::At(t) if t == start + Duration::from_secs(5))
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(matches!(
+            a.deadline(&limits),
+            Deadline::Expired("no request", _)
+        ));
+
+        // A request in flight keeps the connection, however long it runs.
+        let guard = info.begin_request();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(matches!(a.deadline(&limits), Deadline::At(_)));
+        drop(guard);
+        let ended = Instant::now();
+        assert!(
+            matches!(a.deadline(&limits), Deadline::At(t) if t == ended + Duration::from_secs(60))
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(matches!(a.deadline(&limits), Deadline::Expired("idle", _)));
+    }
+}

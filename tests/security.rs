@@ -1,0 +1,437 @@
+//! Transport security and limits against the real server on loopback: TLS (server-only and
+//! mutual), viewer tokens, the seed-contract switch, and every limit a peer can push against.
+
+mod common;
+
+use std::error::Error;
+use std::path::Path;
+use std::time::Duration;
+
+use camcast::auth::Tokens;
+use camcast::client::{self, ClientOptions, Conn, FrameStream};
+use camcast::grpc::GrpcSettings;
+use camcast::hub::HubConfig;
+use camcast::pb;
+use camcast::tls::{self, CertKind, ClientTlsOptions, ServerTls, ServerTlsFiles};
+use common::{decode, eventually, TestServer};
+use tonic::Code;
+
+const TOKEN: &str = "viewer-token-0123456789abcdef";
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn server(settings: GrpcSettings) -> TestServer {
+    TestServer::start_with(
+        common::pattern(320, 240, 30.0),
+        HubConfig::default(),
+        settings,
+    )
+    .await
+}
+
+/// The error and all its sources, for matching on the root cause.
+fn chain(e: &dyn Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+async fn dial(server: &TestServer, opts: &ClientOptions) -> Result<Conn, client::ConnectError> {
+    client::connect_with(&server.target(), opts, WAIT).await
+}
+
+async fn watch_frames(conn: Conn, legacy: bool, n: usize) -> Result<(), tonic::Status> {
+    let mut stream = FrameStream::open(conn, legacy, "security-test", 0.0).await?;
+    for _ in 0..n {
+        let f = stream.next().await?.expect("a frame");
+        assert_eq!(decode(&f.jpeg), (320, 240));
+    }
+    Ok(())
+}
+
+fn cert(dir: &Path, kind: CertKind, names: &[&str]) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    tls::generate(dir, kind, &names, false).unwrap();
+}
+
+fn tls_settings(server_dir: &Path, client_ca: Option<&Path>) -> GrpcSettings {
+    let files = ServerTlsFiles {
+        cert: server_dir.join("cert.pem"),
+        key: server_dir.join("key.pem"),
+        client_ca: client_ca.map(|d| d.join("cert.pem")),
+    };
+    GrpcSettings {
+        tls: Some(ServerTls::load(&files, &[b"h2"]).unwrap()),
+        ..common::settings()
+    }
+}
+
+fn trusting(dir: &Path) -> ClientTlsOptions {
+    ClientTlsOptions {
+        ca: Some(dir.join("cert.pem")),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn tls_serves_verified_viewers_and_refuses_the_rest() {
+    let (srv, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    cert(srv.path(), CertKind::Server, &["localhost", "127.0.0.1"]);
+    cert(other.path(), CertKind::Server, &["localhost", "127.0.0.1"]);
+    let server = server(tls_settings(srv.path(), None)).await;
+
+    // Trusting the camera's own certificate: frames on both contracts.
+    let ok = ClientOptions {
+        tls: Some(trusting(srv.path())),
+        token: None,
+    };
+    watch_frames(dial(&server, &ok).await.unwrap(), false, 3)
+        .await
+        .unwrap();
+    watch_frames(dial(&server, &ok).await.unwrap(), true, 3)
+        .await
+        .unwrap();
+
+    // Plain text to a TLS port gets nothing.
+    let plain = dial(&server, &ClientOptions::default()).await;
+    let plain_failed = match plain {
+        Err(_) => true,
+        Ok(conn) => watch_frames(conn, false, 1).await.is_err(),
+    };
+    assert!(plain_failed, "a plaintext viewer must not get frames");
+
+    // A certificate from elsewhere is rejected, and the error says why.
+    let wrong = ClientOptions {
+        tls: Some(trusting(other.path())),
+        token: None,
+    };
+    let e = dial(&server, &wrong)
+        .await
+        .expect_err("untrusted certificate");
+    assert!(chain(&e).contains("certificate"), "{}", chain(&e));
+
+    // The name checked is the one dialled, unless overridden.
+    let misnamed = ClientOptions {
+        tls: Some(ClientTlsOptions {
+            server_name: Some("camera.example".into()),
+            ..trusting(srv.path())
+        }),
+        token: None,
+    };
+    let e = dial(&server, &misnamed)
+        .await
+        .expect_err("name not in cert");
+    assert!(chain(&e).contains("certificate"), "{}", chain(&e));
+
+    // --insecure-skip-verify: encrypted, unauthenticated, works.
+    let skip = ClientOptions {
+        tls: Some(ClientTlsOptions {
+            insecure_skip_verify: true,
+            ..Default::default()
+        }),
+        token: None,
+    };
+    watch_frames(dial(&server, &skip).await.unwrap(), false, 2)
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn mutual_tls_requires_a_known_viewer_certificate() {
+    let (srv, viewer, stranger) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    cert(srv.path(), CertKind::Server, &["127.0.0.1"]);
+    cert(viewer.path(), CertKind::Client, &["kitchen-tablet"]);
+    cert(stranger.path(), CertKind::Client, &["stranger"]);
+    let server = server(tls_settings(srv.path(), Some(viewer.path()))).await;
+
+    let with_identity = |dir: &Path| ClientOptions {
+        tls: Some(ClientTlsOptions {
+            identity: Some((dir.join("cert.pem"), dir.join("key.pem"))),
+            ..trusting(srv.path())
+        }),
+        token: None,
+    };
+    watch_frames(
+        dial(&server, &with_identity(viewer.path())).await.unwrap(),
+        false,
+        2,
+    )
+    .await
+    .unwrap();
+
+    for (who, opts) in [
+        (
+            "no client certificate",
+            ClientOptions {
+                tls: Some(trusting(srv.path())),
+                token: None,
+            },
+        ),
+        ("an unknown certificate", with_identity(stranger.path())),
+    ] {
+        let refused = match dial(&server, &opts).await {
+            Err(_) => true,
+            Ok(conn) => watch_frames(conn, false, 1).await.is_err(),
+        };
+        assert!(refused, "{who} must not get frames");
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn tokens_gate_every_api_but_health() {
+    let settings = GrpcSettings {
+        tokens: Some(Tokens::parse(TOKEN, "test").unwrap()),
+        ..common::settings()
+    };
+    let server = server(settings).await;
+    let opts = |token: Option<&str>| ClientOptions {
+        tls: None,
+        token: token.map(str::to_string),
+    };
+
+    for token in [None, Some("viewer-token-0123456789abcdeX")] {
+        for legacy in [false, true] {
+            let conn = dial(&server, &opts(token)).await.unwrap();
+            let e = watch_frames(conn, legacy, 1).await.unwrap_err();
+            assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+            assert!(!e.message().contains("0123456789"), "{}", e.message());
+        }
+        let conn = dial(&server, &opts(token)).await.unwrap();
+        let e = client::camera_client(conn)
+            .get_info(pb::v1::GetInfoRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+    }
+
+    let good = dial(&server, &opts(Some(TOKEN))).await.unwrap();
+    watch_frames(good.clone(), false, 2).await.unwrap();
+    watch_frames(good.clone(), true, 2).await.unwrap();
+    client::camera_client(good)
+        .get_info(pb::v1::GetInfoRequest::default())
+        .await
+        .unwrap();
+
+    // Monitoring needs no secret.
+    let health = tonic_health::pb::health_client::HealthClient::new(
+        dial(&server, &opts(None)).await.unwrap(),
+    )
+    .check(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(health.into_inner().status, 1, "SERVING");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn seed_contract_can_be_switched_off() {
+    let settings = GrpcSettings {
+        seed_contract: false,
+        ..common::settings()
+    };
+    let server = server(settings).await;
+    let e = watch_frames(server.channel().await, true, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    watch_frames(server.channel().await, false, 1)
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+}
+
+/// Opens a v1 stream on `conn` and reads one frame.
+async fn one_frame(conn: Conn) -> Result<FrameStream, tonic::Status> {
+    let mut s = FrameStream::open(conn, false, "limit-test", 0.0).await?;
+    s.next().await?.expect("a frame");
+    Ok(s)
+}
+
+/// True if a connection from this host gets a frame now.
+async fn admitted(server: &TestServer) -> bool {
+    match client::connect(&server.target(), WAIT).await {
+        Ok(conn) => tokio::time::timeout(WAIT, one_frame(conn))
+            .await
+            .is_ok_and(|r| r.is_ok()),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn connections_per_address_are_capped_and_slots_come_back() {
+    let mut settings = common::settings();
+    settings.conn.per_address = 2;
+    let server = server(settings).await;
+    let a = one_frame(server.channel().await).await.unwrap();
+    let _b = one_frame(server.channel().await).await.unwrap();
+    assert!(!admitted(&server).await, "a third connection is refused");
+    drop(a);
+    eventually("a freed slot admits a new connection", || admitted(&server)).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let mut settings = common::settings();
+    settings.conn.handshake_timeout = Duration::from_millis(300);
+    let server = server(settings).await;
+    let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // The server speaks first (its HTTP/2 settings), then hangs up on the silent client.
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut seen))
+        .await
+        .expect("server closed the silent connection")
+        .ok();
+    assert!(
+        seen.len() < 100,
+        "only the server's preface: {} bytes",
+        seen.len()
+    );
+    // A real viewer is unaffected: its first request comes at once.
+    watch_frames(server.channel().await, false, 2)
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_but_watching_ones_are_not() {
+    let mut settings = common::settings();
+    settings.conn.per_address = 1;
+    settings.conn.idle_timeout = Duration::from_millis(500);
+    let server = server(settings).await;
+
+    // A watching viewer outlives several idle periods.
+    let mut watching = one_frame(server.channel().await).await.unwrap();
+    for _ in 0..40 {
+        watching.next().await.unwrap().expect("still streaming");
+    }
+    assert!(!admitted(&server).await, "the watcher still holds the slot");
+    drop(watching);
+
+    // A connection that made one call and went quiet is closed, freeing the slot.
+    let idle = server.channel().await;
+    client::camera_client(idle.clone())
+        .get_info(pb::v1::GetInfoRequest::default())
+        .await
+        .unwrap();
+    eventually("the idle connection is closed", || admitted(&server)).await;
+    drop(idle);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn streams_per_connection_are_capped() {
+    let settings = GrpcSettings {
+        max_streams_per_connection: 2,
+        ..common::settings()
+    };
+    let server = server(settings).await;
+    let conn = server.channel().await;
+    let mut first = one_frame(conn.clone()).await.unwrap();
+    let _second = one_frame(conn.clone()).await.unwrap();
+    let third = tokio::spawn(one_frame(conn.clone()));
+    // The third call waits for a free stream rather than being served beside the two.
+    for _ in 0..15 {
+        first.next().await.unwrap().expect("first keeps streaming");
+    }
+    assert!(!third.is_finished(), "third stream must wait for a slot");
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("third stream starts once a slot frees")
+        .unwrap()
+        .unwrap();
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn header_and_request_sizes_are_capped() {
+    let settings = GrpcSettings {
+        max_header_list_bytes: 2048,
+        max_request_bytes: 256,
+        max_name_len: 1000,
+        ..common::settings()
+    };
+    let server = server(settings).await;
+    let info = |pad: usize| {
+        let mut req = tonic::Request::new(pb::v1::GetInfoRequest::default());
+        req.metadata_mut()
+            .insert("x-pad", "p".repeat(pad).parse().unwrap());
+        req
+    };
+    let mut c = client::camera_client(server.channel().await);
+    c.get_info(info(100)).await.expect("small headers pass");
+    let e = c.get_info(info(8000)).await.expect_err("8 KB of headers");
+    assert_ne!(e.code(), Code::Ok);
+
+    let req = |len: usize| pb::v1::StreamRequest {
+        viewer_name: "n".repeat(len),
+        max_fps: 0.0,
+    };
+    let mut c = client::camera_client(server.channel().await);
+    c.stream_frames(req(100))
+        .await
+        .expect("a 100-byte name fits");
+    let e = c
+        .stream_frames(req(500))
+        .await
+        .expect_err("request over 256 B");
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    server.stop().await.unwrap();
+}
+
+/// A TCP relay the test can freeze: the viewer's host "vanishes" without closing anything.
+async fn freezable_proxy(
+    target: std::net::SocketAddr,
+) -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let freeze = tokio_util::sync::CancellationToken::new();
+    let f = freeze.clone();
+    tokio::spawn(async move {
+        let (mut down, _) = listener.accept().await.unwrap();
+        let mut up = tokio::net::TcpStream::connect(target).await.unwrap();
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+            _ = f.cancelled() => {
+                // Keep both sockets open and unread: no FIN, no RST, no ping replies.
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+    (addr, freeze)
+}
+
+#[tokio::test]
+async fn a_vanished_viewer_is_dropped_by_keepalive() {
+    let settings = GrpcSettings {
+        keepalive_interval: Duration::from_millis(300),
+        keepalive_timeout: Duration::from_millis(500),
+        ..common::settings()
+    };
+    let server = server(settings).await;
+    let (via, freeze) = freezable_proxy(server.addr).await;
+    let conn = client::connect(&via, WAIT).await.unwrap();
+    let _stream = one_frame(conn).await.unwrap();
+    assert_eq!(server.hub.viewer_count(), 1);
+    freeze.cancel();
+    eventually("the server drops the vanished viewer", || async {
+        server.hub.viewer_count() == 0
+    })
+    .await;
+    server.stop().await.unwrap();
+}
