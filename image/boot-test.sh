@@ -233,6 +233,7 @@ root_mib=$(g "df -m --output=size / | tail -n 1" | tr -d ' ')
 p2_mib=$((p2_size / 2048))
 log "root file system: ${root_mib} MiB on a ${p2_mib} MiB partition in the image; disk grown by 512 MiB"
 check "root file system grown to the larger disk at first boot" test "$root_mib" -gt $((p2_mib + 400))
+check "TLS certificate made at first boot, key readable by camcast only" test "$(g 'stat -c %U:%G:%a /etc/camcast/tls/key.pem; runuser -u camcast -- head -c 27 /etc/camcast/tls/key.pem')" = "$(printf 'root:camcast:640\n-----BEGIN PRIVATE KEY-----')"
 check "SSH host keys generated on the camera (none shipped)" test "$(g 'ls /etc/ssh/ssh_host_*_key | wc -l')" -ge 3
 check "machine-id generated at first boot" bash -c "ssh ${SSH_OPTS[*]} -p $SSH_PORT root@127.0.0.1 cat /etc/machine-id | grep -qE '^[0-9a-f]{32}$'"
 failed=$(g 'systemctl list-units --failed --plain --no-legend' || true)

@@ -673,6 +673,50 @@ mod tests {
         assert_eq!(c.token_file, Some(PathBuf::from("/t")));
     }
 
+    /// The shipped config lists every key at its default, and its commented-out TLS and
+    /// token lines are valid once uncommented.
+    #[test]
+    fn shipped_config_matches_the_defaults() {
+        let text = include_str!("../deploy/camcast.toml");
+        let (c, d) = (Config::from_toml(text).unwrap(), Config::default());
+        assert_eq!(c.conn, d.conn);
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.hub.max_viewers, d.hub.max_viewers);
+        assert_eq!(c.max_name_len, d.max_name_len);
+        assert_eq!(
+            (c.keepalive_interval, c.keepalive_timeout),
+            (d.keepalive_interval, d.keepalive_timeout)
+        );
+        assert_eq!(
+            (
+                c.max_streams_per_connection,
+                c.max_request_bytes,
+                c.max_header_list_bytes
+            ),
+            (
+                d.max_streams_per_connection,
+                d.max_request_bytes,
+                d.max_header_list_bytes
+            )
+        );
+        assert_eq!(c.seed_contract, d.seed_contract);
+        let enabled: String = text
+            .lines()
+            .map(|l| {
+                let keys = ["# cert =", "# key =", "# client_ca =", "# token_file ="];
+                if keys.iter().any(|k| l.starts_with(k)) {
+                    &l[2..]
+                } else {
+                    l
+                }
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let secured = Config::from_toml(&enabled).unwrap();
+        assert!(secured.tls.unwrap().client_ca.is_some());
+        assert!(secured.token_file.is_some());
+    }
+
     #[test]
     fn tls_needs_cert_and_key_together() {
         let e = Config::from_toml("[tls]\ncert = \"/c.pem\"\n").unwrap_err();
