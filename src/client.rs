@@ -47,6 +47,77 @@ pub struct ClientOptions {
     pub token: Option<String>,
 }
 
+/// The viewer's security flags, shared by every client binary (`#[command(flatten)]`).
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Security (when the camera has TLS or tokens on)")]
+pub struct SecurityArgs {
+    /// Use TLS and trust the server certificate(s) in FILE (e.g. the camera's cert.pem).
+    /// An https:// address, or any TLS flag, turns TLS on; without --ca the system's CA
+    /// bundle is trusted.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Use TLS but accept ANY server certificate: encrypted, yet anyone on the path can
+    /// pretend to be the camera. For a first look only.
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+    /// Check the server certificate against NAME instead of the address dialled (e.g. the
+    /// camera's host name when connecting by IP).
+    #[arg(long, value_name = "NAME")]
+    pub tls_name: Option<String>,
+    /// Client certificate (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// File whose first non-comment line is the viewer token.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Viewer token (visible to other local users in the process list: prefer
+    /// --token-file or the environment variable).
+    #[arg(
+        long,
+        env = "CAMCAST_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+impl SecurityArgs {
+    /// The connection options these flags ask for.
+    pub fn options(&self) -> Result<ClientOptions, String> {
+        let tls_wanted = self.ca.is_some()
+            || self.insecure_skip_verify
+            || self.tls_name.is_some()
+            || self.cert.is_some();
+        let tls = tls_wanted.then(|| ClientTlsOptions {
+            ca: self.ca.clone(),
+            insecure_skip_verify: self.insecure_skip_verify,
+            identity: self.cert.clone().zip(self.key.clone()),
+            server_name: self.tls_name.clone(),
+        });
+        if self.insecure_skip_verify {
+            eprintln!("warning: --insecure-skip-verify: the server's certificate is NOT checked");
+        }
+        let token = match (&self.token_file, &self.token) {
+            (Some(path), _) => Some(read_token(path)?),
+            (None, t) => t.clone(),
+        };
+        Ok(ClientOptions { tls, token })
+    }
+}
+
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .ok_or_else(|| format!("token file {} holds no token", path.display()))
+}
+
 /// A connection: the HTTP/2 channel plus the token every call carries.
 pub type Conn = InterceptedService<Channel, BearerToken>;
 
@@ -261,7 +332,42 @@ pub fn camera_client(channel: Conn) -> pb::v1::camera_client::CameraClient<Conn>
 
 #[cfg(test)]
 mod tests {
-    use super::endpoint_uri;
+    use super::{endpoint_uri, SecurityArgs};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        security: SecurityArgs,
+    }
+
+    fn options(args: &[&str]) -> Result<super::ClientOptions, String> {
+        let cli = Cli::try_parse_from(std::iter::once("view").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.security.options()
+    }
+
+    #[test]
+    fn security_flags_become_client_options() {
+        let none = options(&[]).unwrap();
+        assert!(none.tls.is_none() && none.token.is_none());
+        let tls = options(&["--ca", "/c.pem", "--tls-name", "cam.local"]).unwrap();
+        let t = tls.tls.unwrap();
+        assert_eq!(t.ca.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(t.server_name.as_deref(), Some("cam.local"));
+        assert!(options(&["--insecure-skip-verify"]).unwrap().tls.is_some());
+        assert!(
+            options(&["--cert", "/c.pem"]).is_err(),
+            "--cert needs --key"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "# mine\n\n  s3cret-token-value \n").unwrap();
+        let t = options(&["--token-file", f.to_str().unwrap()]).unwrap();
+        assert_eq!(t.token.as_deref(), Some("s3cret-token-value"));
+        let e = options(&["--token-file", "/nonexistent"]).unwrap_err();
+        assert!(e.contains("cannot read token file /nonexistent"), "{e}");
+    }
 
     #[test]
     fn targets_become_uris() {
