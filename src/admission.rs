@@ -276,31 +276,54 @@ pub fn peer_addr<T>(req: &tonic::Request<T>) -> Option<SocketAddr> {
         .or_else(|| req.remote_addr())
 }
 
-/// Accepts connections from `listener`, admitting each peer up to `limits.per_address` at once.
-/// Accept errors (e.g. out of descriptors) are logged and retried after a pause, never fatal.
-pub fn incoming(
-    listener: TcpListener,
+/// The admission state shared by every listener of one server, so a peer's connections
+/// count against one cap whichever port (gRPC, HTTP) they use.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
     limits: ConnLimits,
-) -> impl Stream<Item = io::Result<Admitted>> + Send + 'static {
-    let book = Arc::new(Mutex::new(AddressBook::default()));
-    futures_util::stream::unfold(
-        (listener, limits, book),
-        |(listener, limits, book)| async move {
-            loop {
-                let (io, remote) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                if let Some(conn) = admit(io, remote, &limits, &book) {
-                    return Some((Ok(conn), (listener, limits, book)));
+    book: Arc<Mutex<AddressBook>>,
+}
+
+impl Admission {
+    pub fn new(limits: ConnLimits) -> Self {
+        Admission {
+            limits,
+            book: Arc::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &ConnLimits {
+        &self.limits
+    }
+
+    /// Waits for the next connection this admission lets in. Accept errors (e.g. out of
+    /// descriptors) are logged and retried after a pause, never fatal.
+    pub async fn accept(&self, listener: &TcpListener) -> Admitted {
+        loop {
+            let (io, remote) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
+            };
+            if let Some(conn) = admit(io, remote, &self.limits, &self.book) {
+                return conn;
             }
-        },
-    )
+        }
+    }
+
+    /// The admitted connections of `listener` as a stream (what tonic's server takes).
+    pub fn incoming(
+        &self,
+        listener: TcpListener,
+    ) -> impl Stream<Item = io::Result<Admitted>> + Send + 'static {
+        futures_util::stream::unfold((self.clone(), listener), |(this, listener)| async move {
+            let conn = this.accept(&listener).await;
+            Some((Ok(conn), (this, listener)))
+        })
+    }
 }
 
 fn admit(

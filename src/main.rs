@@ -167,7 +167,7 @@ fn log_serving(addr: &std::net::SocketAddr, s: &GrpcSettings) {
         Some(_) => "required",
         None => "off",
     };
-    tracing::info!(%addr, tls, tokens, max_conns_per_addr = s.conn.per_address, "serving gRPC: {apis}");
+    tracing::info!(%addr, tls, tokens, max_conns_per_addr = s.admission.limits().per_address, "serving gRPC: {apis}");
 }
 
 /// Resolves on SIGINT or SIGTERM, and arms a watchdog so a stuck connection cannot keep the

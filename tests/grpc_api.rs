@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes};
+use camcast::admission::{Admission, ConnLimits};
 use camcast::client::{self, FrameStream};
 use camcast::hub::HubConfig;
 use camcast::pb;
@@ -67,7 +68,10 @@ async fn v1_frames_carry_sequence_time_size_and_origin() {
 async fn twenty_concurrent_viewers_on_both_apis_all_decode() {
     // All twenty come from 127.0.0.1, above the default per-address cap of 16.
     let mut settings = common::settings();
-    settings.conn.per_address = 32;
+    settings.admission = Admission::new(ConnLimits {
+        per_address: 32,
+        ..ConnLimits::default()
+    });
     let server = TestServer::start_with(
         common::pattern(320, 240, 30.0),
         HubConfig::default(),

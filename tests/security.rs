@@ -7,6 +7,7 @@ use std::error::Error;
 use std::path::Path;
 use std::time::Duration;
 
+use camcast::admission::{Admission, ConnLimits};
 use camcast::auth::Tokens;
 use camcast::client::{self, ClientOptions, Conn, FrameStream};
 use camcast::grpc::GrpcSettings;
@@ -252,6 +253,13 @@ async fn seed_contract_can_be_switched_off() {
     server.stop().await.unwrap();
 }
 
+fn limited(limits: ConnLimits) -> GrpcSettings {
+    GrpcSettings {
+        admission: Admission::new(limits),
+        ..common::settings()
+    }
+}
+
 /// Opens a v1 stream on `conn` and reads one frame.
 async fn one_frame(conn: Conn) -> Result<FrameStream, tonic::Status> {
     let mut s = FrameStream::open(conn, false, "limit-test", 0.0).await?;
@@ -271,8 +279,10 @@ async fn admitted(server: &TestServer) -> bool {
 
 #[tokio::test]
 async fn connections_per_address_are_capped_and_slots_come_back() {
-    let mut settings = common::settings();
-    settings.conn.per_address = 2;
+    let settings = limited(ConnLimits {
+        per_address: 2,
+        ..ConnLimits::default()
+    });
     let server = server(settings).await;
     let a = one_frame(server.channel().await).await.unwrap();
     let _b = one_frame(server.channel().await).await.unwrap();
@@ -285,8 +295,10 @@ async fn connections_per_address_are_capped_and_slots_come_back() {
 #[tokio::test]
 async fn silent_connections_are_closed_after_the_handshake_timeout() {
     use tokio::io::AsyncReadExt;
-    let mut settings = common::settings();
-    settings.conn.handshake_timeout = Duration::from_millis(300);
+    let settings = limited(ConnLimits {
+        handshake_timeout: Duration::from_millis(300),
+        ..ConnLimits::default()
+    });
     let server = server(settings).await;
     let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     // The server speaks first (its HTTP/2 settings), then hangs up on the silent client.
@@ -309,9 +321,11 @@ async fn silent_connections_are_closed_after_the_handshake_timeout() {
 
 #[tokio::test]
 async fn idle_connections_are_closed_but_watching_ones_are_not() {
-    let mut settings = common::settings();
-    settings.conn.per_address = 1;
-    settings.conn.idle_timeout = Duration::from_millis(500);
+    let settings = limited(ConnLimits {
+        per_address: 1,
+        idle_timeout: Duration::from_millis(500),
+        ..ConnLimits::default()
+    });
     let server = server(settings).await;
 
     // A watching viewer outlives several idle periods.

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tonic::Status;
 use tonic_health::ServingStatus;
 
-use crate::admission::{self, ConnLimits};
+use crate::admission::Admission;
 use crate::auth::Tokens;
 use crate::config::{Config, MAX_FRAME_BYTES, MAX_REQUEST_BYTES};
 use crate::hub::{viewer_name, Hub, HubError, NameTooLong};
@@ -37,8 +37,6 @@ pub struct GrpcSettings {
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     pub snapshot_timeout: Duration,
-    /// Per-address connections, handshake and idle timeouts.
-    pub conn: ConnLimits,
     /// HTTP/2 streams one connection may have open: a viewer needs one or two.
     pub max_streams_per_connection: u32,
     pub max_request_bytes: usize,
@@ -46,6 +44,9 @@ pub struct GrpcSettings {
     pub seed_contract: bool,
     pub tls: Option<ServerTls>,
     pub tokens: Option<Tokens>,
+    /// Per-address connections, handshake and idle timeouts; shared with the server's other
+    /// listeners so a peer has one cap across ports.
+    pub admission: Admission,
 }
 
 impl Default for GrpcSettings {
@@ -56,7 +57,7 @@ impl Default for GrpcSettings {
             keepalive_interval: d.keepalive_interval,
             keepalive_timeout: d.keepalive_timeout,
             snapshot_timeout: d.snapshot_timeout,
-            conn: d.conn,
+            admission: Admission::new(d.conn),
             max_streams_per_connection: d.max_streams_per_connection,
             max_request_bytes: MAX_REQUEST_BYTES,
             max_header_list_bytes: d.max_header_list_bytes,
@@ -75,7 +76,7 @@ impl GrpcSettings {
             keepalive_interval: c.keepalive_interval,
             keepalive_timeout: c.keepalive_timeout,
             snapshot_timeout: c.snapshot_timeout,
-            conn: c.conn.clone(),
+            admission: Admission::new(c.conn.clone()),
             max_streams_per_connection: c.max_streams_per_connection,
             max_request_bytes: c.max_request_bytes,
             max_header_list_bytes: c.max_header_list_bytes,
@@ -124,7 +125,7 @@ pub async fn serve(
             .max_encoding_message_size(MAX_FRAME_BYTES)
             .max_decoding_message_size(settings.max_request_bytes);
 
-    let incoming = admission::incoming(listener, settings.conn.clone());
+    let incoming = settings.admission.incoming(listener);
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: ending viewer streams");
@@ -132,7 +133,9 @@ pub async fn serve(
     };
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &settings.tls {
-        let config = tls.tonic_config().timeout(settings.conn.handshake_timeout);
+        let config = tls
+            .tonic_config()
+            .timeout(settings.admission.limits().handshake_timeout);
         server = server.tls_config(config)?;
     }
     server
