@@ -10,6 +10,7 @@
 //! - [`status`]: the appliance state (starting, waiting, ready, streaming, fault).
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
 //! - [`grpc`]: the seed `WebcamStreaming` contract and the `camcast.v1` API over tonic.
+//! - [`http`]: the browser page, `/stream.mjpg`, `/snapshot.jpg` and `/healthz` over axum.
 //! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
 
 pub mod client;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod devices;
 pub mod frame;
 pub mod grpc;
+pub mod http;
 pub mod hub;
 pub mod jpeg;
 pub mod led;
