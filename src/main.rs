@@ -76,6 +76,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         addr = %listener.local_addr()?,
         "serving gRPC: WebcamStreaming (seed), camcast.v1.Camera, health, reflection"
     );
+    let http_listener = match config.http {
+        Some(addr) => Some(camcast::http::bind(addr).await?),
+        None => None,
+    };
     // systemd (Type=notify): READY=1 now that connections queue, STATUS= at state changes,
     // WATCHDOG=1 pings, STOPPING=1 once led_stop fires (shutdown began). No-op outside systemd.
     let sd_task = camcast::systemd::spawn(&status, led_stop.clone(), listener.local_addr()?);
@@ -85,6 +89,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.hub.clone(),
         status.clone(),
     );
+    // HTTP stops when the hub closes, which the gRPC server does on SIGINT/SIGTERM.
+    let http_task = http_listener.map(|listener| {
+        let closed = hub.clone();
+        let settings = camcast::http::HttpSettings::from(&config);
+        tokio::spawn(camcast::http::serve(
+            listener,
+            hub.clone(),
+            settings,
+            async move { closed.closed().await },
+        ))
+    });
     let settings = GrpcSettings {
         max_name_len: config.max_name_len,
         keepalive_interval: config.keepalive_interval,
@@ -99,6 +114,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_signal(led_stop.clone()),
     )
     .await;
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
     led_stop.cancel();
     let _ = led_task.await;
     let _ = sd_task.await;
