@@ -36,6 +36,12 @@ const MAX_HEADERS: usize = 64;
 /// stalled viewer keeps at most about one frame here and the rest of its frames are skipped.
 const MAX_BUF_BYTES: usize = 64 * 1024;
 
+/// Kernel send buffer per HTTP connection (Linux doubles it). Left to autotuning, a loopback or
+/// fast-LAN socket grows to megabytes: a viewer that stops reading would then have dozens of
+/// stale frames queued in the kernel, and see them late. This is ample for LAN round-trip
+/// times (1080p at 30 fps needs about 1.6 MB/s); a slower path skips frames instead.
+const SEND_BUFFER_BYTES: usize = 128 * 1024;
+
 /// HTTP settings.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -159,12 +165,14 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// Frames go out as soon as they are written (no Nagle delay), and a peer that stops
-/// acknowledging is dropped after `vanish_timeout`.
+/// Frames go out as soon as they are written (no Nagle delay), the kernel holds only a few of
+/// them for a slow viewer, and a peer that stops acknowledging is dropped after
+/// `vanish_timeout`.
 fn tune_socket(stream: &TcpStream, vanish_timeout: Duration) {
     let sock = socket2::SockRef::from(stream);
     let tuned = sock
         .set_tcp_nodelay(true)
+        .and_then(|()| sock.set_send_buffer_size(SEND_BUFFER_BYTES))
         .and_then(|()| sock.set_tcp_user_timeout(Some(vanish_timeout)));
     if let Err(e) = tuned {
         tracing::debug!(error = %e, "cannot tune an HTTP socket");
