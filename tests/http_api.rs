@@ -552,6 +552,37 @@ async fn slow_or_huge_request_headers_are_cut_off() {
     servers.stop().await;
 }
 
+/// A viewer that stopped reading cannot keep the server from finishing its shutdown.
+#[tokio::test]
+async fn shutdown_finishes_despite_a_stalled_reader() {
+    let settings = HttpSettings {
+        drain_timeout: Duration::from_millis(200),
+        ..HttpSettings::default()
+    };
+    let servers = Servers::start(
+        common::pattern(1280, 720, 30.0),
+        HubConfig::default(),
+        settings,
+    )
+    .await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(servers.http).await.unwrap();
+    stalled
+        .write_all(b"GET /stream.mjpg?name=stalled HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let hub = servers.grpc.hub.clone();
+    // A second of frames missed: every buffer between the hub and the reader is full.
+    eventually("the stalled reader is a second behind", || {
+        let hub = hub.clone();
+        async move { hub.report().viewers.iter().any(|v| v.frames_skipped >= 30) }
+    })
+    .await;
+    servers.stop().await;
+    drop(stalled);
+}
+
 #[tokio::test]
 async fn shutdown_ends_mjpeg_streams_cleanly() {
     let servers = Servers::pattern(160, 120, 30.0).await;

@@ -54,6 +54,9 @@ pub struct HttpSettings {
     /// Unacknowledged data older than this drops the connection (TCP_USER_TIMEOUT): a viewer
     /// that vanished from the network frees its slot instead of holding it for many minutes.
     pub vanish_timeout: Duration,
+    /// At shutdown, how long connections get to finish their last response. A viewer that
+    /// stopped reading would otherwise hold the process until the shutdown watchdog.
+    pub drain_timeout: Duration,
 }
 
 impl Default for HttpSettings {
@@ -63,6 +66,7 @@ impl Default for HttpSettings {
             snapshot_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             vanish_timeout: Duration::from_secs(20),
+            drain_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -113,7 +117,7 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Serves [`router`] on `listener` until `shutdown` resolves. Then, like the gRPC server, it ends
 /// the hub (so MJPEG streams finish cleanly), lets responses in progress complete and returns
-/// once every connection has closed.
+/// once every connection has closed, or after `drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
@@ -162,7 +166,16 @@ pub async fn serve(
     drop(listener);
     tracing::info!("HTTP: no longer accepting; ending streams");
     hub.shutdown().await;
-    graceful.shutdown().await;
+    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        // Their tasks end with the runtime; what matters is that the process can exit.
+        tracing::warn!(
+            "HTTP connections still not drained after {:?} (viewers not reading); leaving them",
+            settings.drain_timeout
+        );
+    }
 }
 
 /// Frames go out as soon as they are written (no Nagle delay), the kernel holds only a few of
