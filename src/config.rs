@@ -53,6 +53,11 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
 
+    /// Also serve the browser page, /stream.mjpg, /snapshot.jpg and /healthz over HTTP on
+    /// this address and port, e.g. [::]:8080 [default: off].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<SocketAddr>,
+
     /// Frame source: `auto` (--device, else the first camera, else the test pattern),
     /// `test-pattern`, `v4l2`, `v4l2:/dev/videoN`, a device path, or `libcamera[:N]` for a Pi
     /// camera module (builds with the `libcamera` feature) [default: auto].
@@ -203,6 +208,14 @@ struct FileConfig {
     tls: TlsSection,
     #[serde(default)]
     auth: AuthSection,
+    #[serde(default)]
+    http: HttpSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +273,8 @@ struct CameraSection {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where to serve HTTP (page, MJPEG, snapshot, health); `None` = no HTTP.
+    pub http: Option<SocketAddr>,
     pub source: SourceSpec,
     /// What to capture: size, rate, quality, device, format, controls.
     pub camera: CameraRequest,
@@ -288,6 +303,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "[::]:1234".parse().expect("valid default address"),
+            http: None,
             source: SourceSpec::Auto,
             camera: CameraRequest {
                 pattern: PatternConfig {
@@ -366,6 +382,7 @@ impl Config {
         }
         Ok(Config {
             listen: cli.listen.or(s.listen).unwrap_or(d.listen),
+            http: cli.http.or(file.http.listen),
             source: cli.source.clone().or(c.source).unwrap_or(d.source),
             camera: CameraRequest {
                 pattern: PatternConfig {
@@ -579,6 +596,7 @@ mod tests {
         );
         assert_eq!(c.hub.max_viewers, 64);
         assert!(!c.hub.always_on);
+        assert_eq!(c.http, None, "HTTP is off unless asked for");
     }
 
     #[test]
@@ -587,7 +605,7 @@ mod tests {
         let path = dir.path().join("camcast.toml");
         std::fs::write(
             &path,
-            "[server]\nmax_viewers = 5\nlisten = \"127.0.0.1:9000\"\n[camera]\nfps = 15\nsize = \"320x240\"\n",
+            "[server]\nmax_viewers = 5\nlisten = \"127.0.0.1:9000\"\n[camera]\nfps = 15\nsize = \"320x240\"\n[http]\nlisten = \"[::]:8080\"\n",
         )
         .unwrap();
         let cli = Cli::parse_from(["camcast", "--config", path.to_str().unwrap(), "--fps", "10"]);
@@ -597,7 +615,17 @@ mod tests {
         assert_eq!(c.hub.max_viewers, 5, "file wins over default");
         assert_eq!((p.width, p.height), (320, 240));
         assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.http, Some("[::]:8080".parse().unwrap()));
         assert_eq!(p.quality, 80, "default");
+        let cli = Cli::parse_from([
+            "camcast",
+            "--config",
+            path.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:8081",
+        ]);
+        let c = Config::load(&cli).unwrap();
+        assert_eq!(c.http, Some("127.0.0.1:8081".parse().unwrap()), "flag wins");
     }
 
     #[test]

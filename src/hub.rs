@@ -66,6 +66,8 @@ pub enum Api {
     Seed,
     V1,
     Snapshot,
+    /// `/stream.mjpg` over HTTP (browsers, VLC, Home Assistant...).
+    Http,
 }
 
 impl Api {
@@ -74,6 +76,7 @@ impl Api {
             Api::Seed => "seed",
             Api::V1 => "v1",
             Api::Snapshot => "snapshot",
+            Api::Http => "http",
         }
     }
 }
@@ -393,6 +396,11 @@ impl Hub {
                 viewers_rejected: c.viewers_rejected.load(Ordering::Relaxed),
             },
         }
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.is_cancelled()
     }
 
     /// Resolves once shutdown has begun.

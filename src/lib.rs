@@ -13,6 +13,7 @@
 //! - [`admission`]: connection admission: per-address caps, handshake and idle timeouts.
 //! - [`auth`]: viewer tokens, stored hashed and compared in constant time.
 //! - [`tls`]: TLS identities for the server, `gen-cert`, and the viewer's trust settings.
+//! - [`http`]: the browser page, `/stream.mjpg`, `/snapshot.jpg` and `/healthz` over axum.
 //! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
 
 pub mod admission;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod devices;
 pub mod frame;
 pub mod grpc;
+pub mod http;
 pub mod hub;
 pub mod jpeg;
 pub mod led;

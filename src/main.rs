@@ -133,6 +133,10 @@ async fn run(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let settings = GrpcSettings::new(&config, tls, tokens);
     log_serving(&listener.local_addr()?, &settings);
+    let http_listener = match config.http {
+        Some(addr) => Some(camcast::http::bind(addr).await?),
+        None => None,
+    };
     // systemd (Type=notify): READY=1 now that connections queue, STATUS= at state changes,
     // WATCHDOG=1 pings, STOPPING=1 once led_stop fires (shutdown began). No-op outside systemd.
     let sd_task = camcast::systemd::spawn(&status, led_stop.clone(), listener.local_addr()?);
@@ -142,7 +146,21 @@ async fn run(
         config.hub.clone(),
         status.clone(),
     );
+    // HTTP stops when the hub closes, which the gRPC server does on SIGINT/SIGTERM.
+    let http_task = http_listener.map(|listener| {
+        let closed = hub.clone();
+        let settings = camcast::http::HttpSettings::from(&config);
+        tokio::spawn(camcast::http::serve(
+            listener,
+            hub.clone(),
+            settings,
+            async move { closed.closed().await },
+        ))
+    });
     let served = grpc::serve(listener, hub, status, settings, shutdown).await;
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
     led_stop.cancel();
     let _ = led_task.await;
     let _ = sd_task.await;

@@ -28,6 +28,12 @@ impl State {
             State::Fault => "fault",
         }
     }
+
+    /// Whether the camera can serve viewers: not while it is missing or faulty. Health checks
+    /// report this.
+    pub fn is_serving(self) -> bool {
+        !matches!(self, State::WaitingForCamera | State::Fault)
+    }
 }
 
 /// State plus a human-readable detail (e.g. the last error).

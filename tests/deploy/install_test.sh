@@ -216,7 +216,7 @@ check "group gpio created with camcast in it" grep -qE '^gpio:x:[0-9]+:(.*,)?cam
 keys_in_source() { # the field names of FileConfig's section structs
   awk -v s="$1" '$0 ~ "^struct " s " *\\{" {on=1; next} on && /^\}/ {on=0} on && /^ *[a-z_]+: / {sub(/^ */, ""); sub(/:.*/, ""); print}' src/config.rs
 }
-for section in server:ServerSection camera:CameraSection; do
+for section in server:ServerSection camera:CameraSection http:HttpSection; do
   name=${section%%:*}
   keys=$(keys_in_source "${section#*:}")
   [ -n "$keys" ] || bad "found no keys of ${section#*:} in src/config.rs"
@@ -253,7 +253,7 @@ if [ -z "$CAMCAST_HOST_BIN" ]; then
 fi
 if [ -n "$CAMCAST_HOST_BIN" ]; then
   log=$work/camcast.log
-  "$CAMCAST_HOST_BIN" --config deploy/camcast.toml --listen 127.0.0.1:0 --source test-pattern --led none >"$log" 2>&1 &
+  "$CAMCAST_HOST_BIN" --config deploy/camcast.toml --listen 127.0.0.1:0 --http 127.0.0.1:0 --source test-pattern --led none >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do grep -q 'serving gRPC' "$log" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if grep -q 'serving gRPC' "$log"; then ok "camcast starts with deploy/camcast.toml ($CAMCAST_HOST_BIN)"; else

@@ -1,0 +1,261 @@
+//! The small routes: the page, `/info.json`, `/healthz`, `/snapshot.jpg`, and the errors they
+//! share with the stream.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use crate::hub::{viewer_name, Api, HubError, NameTooLong, ViewerInfo};
+use crate::status::Status;
+
+/// The browser page: no external assets, so it works on a LAN without internet.
+const PAGE: &str = include_str!("page.html");
+
+/// Seconds a refused viewer is told to wait before trying again.
+const RETRY_AFTER_SECS: u64 = 2;
+
+/// A request that cannot be served, answered as plain text saying why.
+#[derive(Debug)]
+pub(super) struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HttpError {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        HttpError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<HubError> for HttpError {
+    fn from(e: HubError) -> Self {
+        // Every hub refusal is temporary: a slot frees up, the camera comes back, or the
+        // server restarts.
+        HttpError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<QueryRejection> for HttpError {
+    fn from(e: QueryRejection) -> Self {
+        HttpError::bad_request(e.body_text())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, format!("{}\n", self.message)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+/// Query of `/snapshot.jpg` (and, with `fps`, of the stream). Unknown parameters, such as a
+/// cache-buster, are ignored.
+#[derive(Debug, Deserialize)]
+pub(super) struct NameQuery {
+    name: Option<String>,
+}
+
+/// The viewer's name: `?name=` if given (validated like gRPC names), else the first word of its
+/// User-Agent (e.g. `VLC/3.0.18`, `Lavf/59.27.100`), so logs and GetInfo say what is watching.
+pub(super) fn viewer_label(
+    name: Option<&str>,
+    headers: &HeaderMap,
+    max_len: usize,
+) -> Result<String, HttpError> {
+    if let Some(raw) = name {
+        return viewer_name(raw, max_len).map_err(|NameTooLong { len, max }| {
+            HttpError::bad_request(format!(
+                "viewer name is {len} bytes; at most {max} are accepted"
+            ))
+        });
+    }
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split_whitespace().next())
+        .unwrap_or("");
+    let mut end = agent.len().min(max_len);
+    while !agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    Ok(viewer_name(&agent[..end], max_len).expect("truncated to the limit"))
+}
+
+/// `Cache-Control: no-store`: every request must reach the camera for a current picture.
+pub(super) fn no_store() -> (header::HeaderName, HeaderValue) {
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))
+}
+
+pub(super) async fn page() -> impl IntoResponse {
+    ([no_store()], Html(PAGE))
+}
+
+pub(super) async fn snapshot(
+    State(app): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<NameQuery>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let Query(query) = query?;
+    let info = ViewerInfo {
+        name: viewer_label(query.name.as_deref(), &headers, app.settings.max_name_len)?,
+        addr: Some(addr),
+        api: Api::Snapshot,
+        max_fps: 0.0,
+    };
+    let frame = app
+        .hub
+        .snapshot(info, app.settings.snapshot_timeout)
+        .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+            no_store(),
+        ],
+        frame.jpeg,
+    )
+        .into_response())
+}
+
+pub(super) async fn info(State(app): State<AppState>) -> impl IntoResponse {
+    let r = app.hub.report();
+    let mode = r.mode.as_ref();
+    let body = json!({
+        "name": host_name(),
+        "source": r.source,
+        "state": r.status.state.as_str(),
+        "detail": r.status.detail,
+        "serving": serving(&r.status, app.hub.is_closed()),
+        "width": mode.map(|m| m.width),
+        "height": mode.map(|m| m.height),
+        "fps": mode.map(|m| m.fps),
+        "pixel_format": mode.map(|m| m.pixel_format.clone()),
+        "viewers": r.viewers.len(),
+        "uptime_s": r.uptime.as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    ([no_store()], Json(body))
+}
+
+/// 200 while the camera serves; 503 while it is missing or faulty, or once shutdown began.
+pub(super) async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
+    health(&app.hub.status(), app.hub.is_closed())
+}
+
+fn serving(status: &Status, closed: bool) -> bool {
+    !closed && status.state.is_serving()
+}
+
+fn health(
+    status: &Status,
+    closed: bool,
+) -> (
+    StatusCode,
+    [(header::HeaderName, HeaderValue); 1],
+    Json<serde_json::Value>,
+) {
+    let ok = serving(status, closed);
+    let state = if closed {
+        "shutting down"
+    } else {
+        status.state.as_str()
+    };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "state": state,
+        "detail": status.detail,
+    });
+    (code, [no_store()], Json(body))
+}
+
+pub(super) async fn not_found() -> HttpError {
+    HttpError {
+        status: StatusCode::NOT_FOUND,
+        message: "not found; this camera serves /, /stream.mjpg, /snapshot.jpg, /info.json and \
+                  /healthz"
+            .into(),
+    }
+}
+
+/// The machine's host name: what the camera is called on the LAN (`<name>.local`). Read on
+/// each request, since the appliance may be renamed at boot.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "camcast".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::State;
+
+    fn status(state: State, detail: &str) -> Status {
+        Status {
+            state,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn health_is_503_while_the_camera_is_missing_faulty_or_shutting_down() {
+        let ok = health(&status(State::Streaming, ""), false);
+        assert_eq!(ok.0, StatusCode::OK);
+        assert_eq!(ok.2["status"], "ok");
+        let waiting = health(&status(State::WaitingForCamera, "no /dev/video0"), false);
+        assert_eq!(waiting.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(waiting.2["state"], "waiting for camera");
+        assert_eq!(waiting.2["detail"], "no /dev/video0");
+        assert_eq!(
+            health(&status(State::Fault, "EIO"), false).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let closing = health(&status(State::Ready, ""), true);
+        assert_eq!(closing.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(closing.2["state"], "shutting down");
+    }
+
+    #[test]
+    fn viewer_label_prefers_the_name_then_the_user_agent() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("VLC/3.0.18 LibVLC/3.0.18"),
+        );
+        assert_eq!(viewer_label(Some("hall"), &headers, 64).unwrap(), "hall");
+        assert_eq!(viewer_label(None, &headers, 64).unwrap(), "VLC/3.0.18");
+        assert_eq!(viewer_label(None, &headers, 3).unwrap(), "VLC");
+        assert_eq!(
+            viewer_label(None, &HeaderMap::new(), 64).unwrap(),
+            "(unnamed)"
+        );
+        let err = viewer_label(Some(&"x".repeat(65)), &headers, 64).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(err.message.contains("at most 64"), "{}", err.message);
+    }
+}
