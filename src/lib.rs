@@ -11,6 +11,7 @@
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
 //! - [`grpc`]: the seed `WebcamStreaming` contract and the `camcast.v1` API over tonic.
 //! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
+//! - [`view`]: `camcast-view`'s desktop window, reconnecting feed and Matroska recording.
 
 pub mod client;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod led;
 pub mod source;
 pub mod status;
 pub mod systemd;
+pub mod view;
 
 /// Generated protobuf/gRPC code.
 pub mod pb {

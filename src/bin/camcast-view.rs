@@ -1,5 +1,6 @@
-//! camcast-view: the reference viewer. Headless modes for now: live statistics, saving frames,
-//! snapshots and server info, over either the v1 API or the seed contract.
+//! camcast-view: the reference viewer. With no mode flag it opens a desktop window (see
+//! `camcast::view`); headless modes print live statistics, save frames, record, take
+//! snapshots and show server info, over either the v1 API or the seed contract.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,18 +12,30 @@ use tonic::{Code, Status};
 use camcast::client::{self, FrameStream, Received};
 use camcast::frame::looks_like_jpeg;
 use camcast::pb;
+use camcast::view::{feed, record::Recording, window};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "camcast-view",
     version,
-    about = "Watch a camcast camera: live statistics, saved frames, snapshots, server info.",
+    about = "Watch a camcast camera: in a window, or headless (statistics, saved frames, \
+             recordings, snapshots, server info).",
     after_help = "Examples:\n  \
+        camcast-view cam.local                      watch in a window (reconnects by itself)\n  \
+        camcast-view cam.local --record cam.mkv     watch and record from the start\n  \
+        camcast-view cam.local --record cam.mkv --duration 60   record a minute, no window\n  \
+        camcast-view cam.local --record cam.mkv --frames 300    record 300 frames, no window\n  \
         camcast-view cam.local --stats              fps, latency and skipped frames every second\n  \
         camcast-view cam.local --frames 100 --out shots/   save 100 frames as JPEG files\n  \
         camcast-view cam.local --snapshot now.jpg   one picture\n  \
         camcast-view cam.local --info               what the server is doing\n  \
         camcast-view cam.local --legacy --stats     talk to a server that speaks only the seed contract\n\n\
+        Window keys: Esc or q quit, s save the shown frame (JPEG as received), r start/stop\n\
+        recording to an automatically named .mkv. Snapshots and recordings go to the current\n\
+        directory as camcast-<UTC time>[-seq<N>].jpg / .mkv.\n\n\
+        Any of --stats, --frames, --out, --duration, --snapshot or --info means headless (no\n\
+        window). Recordings are Matroska (V_MJPEG): the JPEGs as received, with their capture\n\
+        times; VLC, mpv and ffmpeg play them, even when cut short. Ctrl-C finishes the file.\n\n\
         Exit status: 0 done, 1 other error, 2 bad usage, 3 cannot connect or server unavailable,\n\
         4 refused by the server (limit reached, bad request), 5 stream ended before the requested\n\
         frames arrived, 6 cannot write output files."
@@ -31,10 +44,15 @@ struct Args {
     /// Server: HOST, HOST:PORT, [IPv6]:PORT or http://HOST:PORT (default port 1234).
     target: String,
 
-    /// Print fps, capture→receive latency and skipped frames once a second (the default when
-    /// no other mode is given).
+    /// No window: print fps, capture→receive latency and skipped frames once a second (also
+    /// the output of the other headless modes unless they save files).
     #[arg(long)]
     stats: bool,
+
+    /// Record every received frame to FILE (Matroska, the JPEGs as received). With a window
+    /// from the start (`r` stops it), or headless with --frames/--duration/--stats.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["snapshot", "info"])]
+    record: Option<PathBuf>,
 
     /// Stop after this many frames.
     #[arg(long, value_name = "N")]
@@ -72,6 +90,56 @@ struct Args {
     /// Seconds to wait for the connection.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     connect_timeout: f64,
+}
+
+impl Args {
+    /// A window unless a headless mode was asked for.
+    fn window_mode(&self) -> bool {
+        !(self.stats
+            || self.frames.is_some()
+            || self.out.is_some()
+            || self.duration.is_some()
+            || self.snapshot.is_some()
+            || self.info)
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout.max(0.1))
+    }
+}
+
+/// Window mode: the window on this (the main) thread, the network on the runtime's workers.
+fn watch_in_window(runtime: &tokio::runtime::Runtime, args: Args) -> ExitCode {
+    let opts = feed::Options {
+        target: args.target.clone(),
+        legacy: args.legacy,
+        name: args.name.clone(),
+        max_fps: args.max_fps,
+        connect_timeout: args.connect_timeout(),
+        record: args.record.clone(),
+    };
+    let (feed_tx, feed_rx) = tokio::sync::watch::channel(feed::Feed::default());
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    let network = runtime.spawn(feed::run(opts, feed_tx, cmd_rx));
+    let shown = window::run(feed_rx, cmd_tx);
+    // The window told the feed to quit; wait for it to finish any recording.
+    let end = runtime.block_on(network);
+    if let Err(e) = shown {
+        eprintln!("camcast-view: {e}");
+        return ExitCode::FAILURE;
+    }
+    match end {
+        Ok(feed::End::Quit) => ExitCode::SUCCESS,
+        Ok(feed::End::Refused(status)) => {
+            let f = Failure::Refused(status);
+            eprintln!("camcast-view: {}", f.message());
+            ExitCode::from(f.exit_code())
+        }
+        Err(e) => {
+            eprintln!("camcast-view: network task failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Why the viewer stopped, mapped to the documented exit status.
@@ -125,6 +193,9 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if args.window_mode() {
+        return watch_in_window(&runtime, args);
+    }
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -135,7 +206,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
-    let timeout = Duration::from_secs_f64(args.connect_timeout.max(0.1));
+    let timeout = args.connect_timeout();
     let channel = client::connect(&args.target, timeout)
         .await
         .map_err(|e| Failure::Connect(format!("{}: {e}", client::endpoint_uri(&args.target))))?;
@@ -229,7 +300,28 @@ async fn watch(channel: tonic::transport::Channel, args: &Args) -> Result<(), Fa
         std::fs::create_dir_all(dir)
             .map_err(|e| Failure::Output(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let show_stats = args.stats || (args.out.is_none() && args.frames.is_none());
+    let mut recording =
+        match &args.record {
+            Some(path) => Some(Recording::start(path, &args.target).map_err(|e| {
+                Failure::Output(format!("cannot record to {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+    let result = receive(channel, args, &mut recording).await;
+    // Finish the file whatever happened: even a failed stream leaves a complete recording.
+    if let Some(rec) = recording {
+        feed::report_finished(rec);
+    }
+    result
+}
+
+async fn receive(
+    channel: tonic::transport::Channel,
+    args: &Args,
+    recording: &mut Option<Recording>,
+) -> Result<(), Failure> {
+    let show_stats =
+        args.stats || (args.out.is_none() && args.frames.is_none() && args.record.is_none());
     let deadline = args
         .duration
         .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
@@ -258,6 +350,11 @@ async fn watch(channel: tonic::transport::Channel, args: &Args) -> Result<(), Fa
             break;
         };
         received += 1;
+        if let Some(rec) = recording {
+            rec.add(&frame).map_err(|e| {
+                Failure::Output(format!("cannot record to {}: {e}", rec.path().display()))
+            })?;
+        }
         if let Some(dir) = &args.out {
             write_file(&dir.join(format!("frame-{received:06}.jpg")), &frame.jpeg)?;
         }
