@@ -73,6 +73,8 @@ pub struct MkvRecorder<W: Write + Seek> {
     cluster: Option<Cluster>,
     last_ms: u64,
     frames: u64,
+    /// Reused buffer for one SimpleBlock.
+    scratch: Vec<u8>,
 }
 
 /// Where the fields patched later live.
@@ -106,6 +108,7 @@ impl<W: Write + Seek> MkvRecorder<W> {
             cluster: None,
             last_ms: 0,
             frames: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -137,14 +140,16 @@ impl<W: Write + Seek> MkvRecorder<W> {
         let start_ms = self.cluster.as_ref().map_or(ms, |c| c.start_ms);
         // SimpleBlock: track number (vint), i16 time relative to the cluster, flags (keyframe).
         let relative = i16::try_from(ms - start_ms).expect("cluster span is far below i16::MAX ms");
-        let mut head = vec![0x81];
-        head.extend_from_slice(&relative.to_be_bytes());
-        head.push(0x80);
-        write_id(&mut self.out, id::SIMPLE_BLOCK)?;
-        self.out
-            .write_all(&size_vint((head.len() + jpeg.len()) as u64))?;
-        self.out.write_all(&head)?;
-        self.out.write_all(jpeg)?;
+        // The block goes out in one write, so a killed process leaves whole blocks only.
+        let block = &mut self.scratch;
+        block.clear();
+        block.extend_from_slice(&id_bytes(id::SIMPLE_BLOCK));
+        block.extend_from_slice(&size_vint(4 + jpeg.len() as u64));
+        block.push(0x81);
+        block.extend_from_slice(&relative.to_be_bytes());
+        block.push(0x80);
+        block.extend_from_slice(jpeg);
+        self.out.write_all(block)?;
         self.out.flush()?;
         self.last_ms = ms;
         self.frames += 1;

@@ -19,8 +19,10 @@ const DEFAULT_SIZE: (usize, usize) = (640, 480);
 const FIRST_FRAME_WAIT: Duration = Duration::from_secs(2);
 /// Idle poll interval: how late at most a new frame is noticed. X events are pumped as often.
 const POLL: Duration = Duration::from_millis(4);
-/// How often the title is refreshed.
+/// How often the title is refreshed (the reconnect countdown, the recording mark).
 const TITLE_EVERY: Duration = Duration::from_millis(500);
+/// The period fps, latency and skips are measured over.
+const FIGURES_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the window until Esc, `q`, window close, or the feed finishing. Tells the feed to
 /// quit on the way out.
@@ -199,7 +201,7 @@ impl Figures {
     /// The title: camera, picture size, and the figures, refreshed once per period.
     fn title(&mut self, state: &Feed, shown: Option<&Received>) -> String {
         let elapsed = self.since.elapsed();
-        if elapsed >= TITLE_EVERY {
+        if elapsed >= FIGURES_EVERY {
             self.line = self.take_line(state, elapsed);
         }
         let mut t = format!("camcast-view · {}", state.camera);
