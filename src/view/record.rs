@@ -439,7 +439,7 @@ mod tests {
         (out, pos)
     }
 
-    fn child<'a>(e: &'a El, id: u32) -> &'a El {
+    fn child(e: &El, id: u32) -> &El {
         e.children
             .iter()
             .find(|c| c.id == id)
