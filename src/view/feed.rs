@@ -83,6 +83,7 @@ pub async fn run(
         feed,
         recording: None,
         outage: Outage::default(),
+        ever_live: false,
     };
     if let Some(path) = ctx.opts.record.clone() {
         ctx.start_recording(path);
@@ -153,6 +154,8 @@ struct Ctx {
     camera: String,
     recording: Option<Recording>,
     outage: Outage,
+    /// Whether any frame has arrived yet: "lost" vs "cannot reach" in the messages.
+    ever_live: bool,
 }
 
 impl Ctx {
@@ -213,6 +216,7 @@ impl Ctx {
     }
 
     fn on_frame(&mut self, frame: Received) {
+        self.ever_live = true;
         if let Some(gone) = self.outage.recovered(Instant::now()) {
             eprintln!(
                 "camcast-view: {} is back after {:.1} s",
@@ -243,8 +247,13 @@ impl Ctx {
 
     fn report_down(&mut self, failure: &Failure, retry_in: Duration) {
         if self.outage.failed(Instant::now()) {
+            let what = if self.ever_live {
+                "lost"
+            } else {
+                "cannot reach"
+            };
             eprintln!(
-                "camcast-view: lost {}: {failure}; reconnecting (backoff 0.5 s to 8 s)",
+                "camcast-view: {what} {}: {failure}; retrying (backoff 0.5 s to 8 s)",
                 self.opts.target
             );
         }

@@ -8,7 +8,9 @@
 //! - each frame is flushed to the OS as soon as it is written, so a killed process loses at
 //!   most the frame in flight;
 //! - closing a cluster, and [`MkvRecorder::finish`], patch the real sizes and the duration in
-//!   place, so a cleanly finished file is fully sized (quick to open and to seek in).
+//!   place; `finish` also appends a seek index (Cues, one entry per one-second cluster) and
+//!   fills the room kept at the start with a SeekHead pointing at it, so a cleanly finished
+//!   file is fully sized, knows its length and seeks at once.
 //!
 //! No well-kept crate writes MJPEG into Matroska (the `mkv` crate is an unfinished 2015
 //! experiment, the others are parts of whole media frameworks or disc rippers), so this is a
@@ -52,6 +54,17 @@ pub mod id {
     pub const CLUSTER: u32 = 0x1F43_B675;
     pub const TIMESTAMP: u32 = 0xE7;
     pub const SIMPLE_BLOCK: u32 = 0xA3;
+    pub const SEEK_HEAD: u32 = 0x114D_9B74;
+    pub const SEEK: u32 = 0x4DBB;
+    pub const SEEK_ID: u32 = 0x53AB;
+    pub const SEEK_POSITION: u32 = 0x53AC;
+    pub const VOID: u32 = 0xEC;
+    pub const CUES: u32 = 0x1C53_BB6B;
+    pub const CUE_POINT: u32 = 0xBB;
+    pub const CUE_TIME: u32 = 0xB3;
+    pub const CUE_TRACK_POSITIONS: u32 = 0xB7;
+    pub const CUE_TRACK: u32 = 0xF7;
+    pub const CUE_CLUSTER_POSITION: u32 = 0xF1;
 }
 
 /// The 8-byte "size unknown" marker (all value bits set).
@@ -61,6 +74,9 @@ pub const UNKNOWN_SIZE: [u8; 8] = [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xF
 const TIMESTAMP_SCALE_NS: u64 = 1_000_000;
 /// A new cluster starts after this long, so a reader can resynchronise (and seek) often.
 const CLUSTER_SPAN_MS: u64 = 1_000;
+/// Bytes kept (as a Void element) at the segment's start for the SeekHead that `finish`
+/// writes: three Seek entries need at most 68.
+const SEEK_HEAD_ROOM: usize = 96;
 /// Matroska's epoch for DateUTC, 2001-01-01T00:00:00Z, in Unix seconds.
 const MATROSKA_EPOCH_UNIX_S: i64 = 978_307_200;
 
@@ -75,6 +91,8 @@ pub struct MkvRecorder<W: Write + Seek> {
     frames: u64,
     /// Reused buffer for one SimpleBlock.
     scratch: Vec<u8>,
+    /// (start ms, position in the segment) of every cluster, for the Cues (the seek index).
+    cues: Vec<(u64, u64)>,
 }
 
 /// Where the fields patched later live.
@@ -84,6 +102,9 @@ struct Layout {
     segment_size_at: u64,
     segment_data_at: u64,
     duration_at: u64,
+    /// Info's and Tracks' positions in the segment, for the SeekHead.
+    info_pos: u64,
+    tracks_pos: u64,
 }
 
 struct Cluster {
@@ -109,6 +130,7 @@ impl<W: Write + Seek> MkvRecorder<W> {
             last_ms: 0,
             frames: 0,
             scratch: Vec::new(),
+            cues: Vec::new(),
         }
     }
 
@@ -156,13 +178,24 @@ impl<W: Write + Seek> MkvRecorder<W> {
         Ok(())
     }
 
-    /// Patches the last cluster's size, the duration and the segment size, and flushes.
-    /// Returns the number of frames written. A recorder dropped without this still leaves a
-    /// playable file.
+    /// Patches the last cluster's size, writes the Cues (seek index) and the SeekHead that
+    /// points at them, patches the duration and the segment size, and flushes. Returns the
+    /// number of frames written. A recorder dropped without this still leaves a playable file.
     pub fn finish(mut self) -> io::Result<u64> {
         self.close_cluster()?;
         if let Some(layout) = &self.layout {
+            let cues_pos = self.out.stream_position()? - layout.segment_data_at;
+            self.out.write_all(&cues(&self.cues))?;
             let end = self.out.stream_position()?;
+            let seek_head = seek_head(&[
+                (id::INFO, layout.info_pos),
+                (id::TRACKS, layout.tracks_pos),
+                (id::CUES, cues_pos),
+            ]);
+            self.out.seek(SeekFrom::Start(layout.segment_data_at))?;
+            self.out.write_all(&seek_head)?;
+            self.out
+                .write_all(&void(SEEK_HEAD_ROOM - seek_head.len()))?;
             let duration_ms = self.last_ms + self.mean_frame_interval_ms();
             self.out.seek(SeekFrom::Start(layout.duration_at))?;
             self.out.write_all(&(duration_ms as f64).to_be_bytes())?;
@@ -207,6 +240,8 @@ impl<W: Write + Seek> MkvRecorder<W> {
         let segment_size_at = self.out.stream_position()?;
         self.out.write_all(&UNKNOWN_SIZE)?;
         let segment_data_at = self.out.stream_position()?;
+        self.out.write_all(&void(SEEK_HEAD_ROOM))?;
+        let info_pos = SEEK_HEAD_ROOM as u64;
 
         let app = concat!("camcast-view ", env!("CARGO_PKG_VERSION"));
         let duration = element(id::DURATION, &0f64.to_be_bytes());
@@ -222,7 +257,8 @@ impl<W: Write + Seek> MkvRecorder<W> {
             ],
         );
         // Duration is Info's last child: its 8-byte float payload ends the Info element.
-        let duration_at = segment_data_at + (info.len() - 8) as u64;
+        let duration_at = segment_data_at + info_pos + (info.len() - 8) as u64;
+        let tracks_pos = info_pos + info.len() as u64;
         self.out.write_all(&info)?;
 
         let video = master(
@@ -249,11 +285,16 @@ impl<W: Write + Seek> MkvRecorder<W> {
             segment_size_at,
             segment_data_at,
             duration_at,
+            info_pos,
+            tracks_pos,
         });
         Ok(())
     }
 
     fn open_cluster(&mut self, start_ms: u64) -> io::Result<()> {
+        let segment_data_at = self.layout.as_ref().map_or(0, |l| l.segment_data_at);
+        let pos = self.out.stream_position()? - segment_data_at;
+        self.cues.push((start_ms, pos));
         write_id(&mut self.out, id::CLUSTER)?;
         let size_at = self.out.stream_position()?;
         self.out.write_all(&UNKNOWN_SIZE)?;
@@ -304,6 +345,44 @@ impl Recording {
     pub fn finish(self) -> io::Result<(u64, PathBuf)> {
         Ok((self.rec.finish()?, self.path))
     }
+}
+
+/// The seek index: one CuePoint per cluster (every frame is a key frame).
+fn cues(clusters: &[(u64, u64)]) -> Vec<u8> {
+    let points: Vec<Vec<u8>> = clusters
+        .iter()
+        .map(|&(ms, pos)| {
+            let at = master(
+                id::CUE_TRACK_POSITIONS,
+                &[uint(id::CUE_TRACK, 1), uint(id::CUE_CLUSTER_POSITION, pos)],
+            );
+            master(id::CUE_POINT, &[uint(id::CUE_TIME, ms), at])
+        })
+        .collect();
+    master(id::CUES, &points)
+}
+
+/// Where the top-level elements are, as (ID, position in the segment).
+fn seek_head(entries: &[(u32, u64)]) -> Vec<u8> {
+    let seeks: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|&(target, pos)| {
+            master(
+                id::SEEK,
+                &[
+                    element(id::SEEK_ID, &id_bytes(target)),
+                    uint(id::SEEK_POSITION, pos),
+                ],
+            )
+        })
+        .collect();
+    master(id::SEEK_HEAD, &seeks)
+}
+
+/// A Void element `total` bytes long (2..=128), filler that readers skip.
+fn void(total: usize) -> Vec<u8> {
+    assert!((2..=128).contains(&total), "void of {total} bytes");
+    element(id::VOID, &vec![0; total - 2])
 }
 
 /// Nanoseconds since 2001-01-01T00:00:00Z.
@@ -391,6 +470,11 @@ mod tests {
         id::TRACK_ENTRY,
         id::VIDEO,
         id::CLUSTER,
+        id::SEEK_HEAD,
+        id::SEEK,
+        id::CUES,
+        id::CUE_POINT,
+        id::CUE_TRACK_POSITIONS,
     ];
 
     /// Reads a variable-size integer; returns (value with marker removed, length, all ones).
@@ -552,8 +636,38 @@ mod tests {
                 "frame bytes and time kept as they were"
             );
         }
-        let clusters = seg.children.iter().filter(|c| c.id == id::CLUSTER).count();
-        assert_eq!(clusters, 2, "a new cluster each second of 2 s");
+        let clusters: Vec<&El> = seg
+            .children
+            .iter()
+            .filter(|c| c.id == id::CLUSTER)
+            .collect();
+        assert_eq!(clusters.len(), 2, "a new cluster each second of 2 s");
+
+        // The SeekHead (first in the segment) points at Info, Tracks and Cues.
+        let seg_start = seg.data.start;
+        let id_at = |pos: u64| read_vint(&b[seg_start + pos as usize..], true).0 as u32;
+        let seek_head = &seg.children[0];
+        assert_eq!(seek_head.id, id::SEEK_HEAD);
+        let mut targets = Vec::new();
+        for seek in &seek_head.children {
+            let target = read_uint(&b, child(seek, id::SEEK_ID)) as u32;
+            let pos = read_uint(&b, child(seek, id::SEEK_POSITION));
+            assert_eq!(id_at(pos), target, "seek entry for {target:x} points at it");
+            targets.push(target);
+        }
+        assert_eq!(targets, [id::INFO, id::TRACKS, id::CUES]);
+        // One cue per cluster, at its start time and position.
+        let cue_points = &child(seg, id::CUES).children;
+        assert_eq!(cue_points.len(), clusters.len());
+        for (cue, cluster) in cue_points.iter().zip(&clusters) {
+            let at = child(cue, id::CUE_TRACK_POSITIONS);
+            let pos = read_uint(&b, child(at, id::CUE_CLUSTER_POSITION));
+            assert_eq!(id_at(pos), id::CLUSTER);
+            assert_eq!(
+                read_uint(&b, child(cue, id::CUE_TIME)),
+                read_uint(&b, child(cluster, id::TIMESTAMP))
+            );
+        }
     }
 
     #[test]
