@@ -35,7 +35,8 @@ use camcast::view::{feed, record::Recording, window};
         directory as camcast-<UTC time>[-seq<N>].jpg / .mkv.\n\n\
         Any of --stats, --frames, --out, --duration, --snapshot or --info means headless (no\n\
         window). Recordings are Matroska (V_MJPEG): the JPEGs as received, with their capture\n\
-        times; VLC, mpv and ffmpeg play them, even when cut short. Ctrl-C finishes the file.\n\n\
+        times; VLC, mpv and ffmpeg play them, even when cut short. Ctrl-C or SIGTERM finishes\n\
+        the file.\n\n\
         Exit status: 0 done, 1 other error, 2 bad usage, 3 cannot connect or server unavailable,\n\
         4 refused by the server (limit reached, bad request), 5 stream ended before the requested\n\
         frames arrived, 6 cannot write output files."
@@ -330,6 +331,9 @@ async fn receive(
         .map_err(classify)?;
     let mut stats = Stats::new();
     let mut received = 0u64;
+    // One listener for the whole loop, so a signal between two frames is not missed.
+    let quit = camcast::view::quit_signal();
+    tokio::pin!(quit);
     loop {
         if args.frames.is_some_and(|n| received >= n) {
             break;
@@ -337,7 +341,7 @@ async fn receive(
         let next = tokio::select! {
             r = stream.next() => r.map_err(classify)?,
             _ = sleep_until(deadline) => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut quit => break,
         };
         let Some(frame) = next else {
             if let Some(wanted) = args.frames {

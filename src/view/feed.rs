@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::reconnect::{Backoff, Outage};
@@ -77,7 +78,15 @@ pub async fn run(
     feed: watch::Sender<Feed>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> End {
+    // One signal listener for the whole run, so a signal between two waits is not missed.
+    let quit = CancellationToken::new();
+    let on_signal = quit.clone();
+    let signals = tokio::spawn(async move {
+        super::quit_signal().await;
+        on_signal.cancel();
+    });
     let mut ctx = Ctx {
+        quit,
         camera: opts.target.clone(),
         opts,
         feed,
@@ -106,6 +115,7 @@ pub async fn run(
             break End::Quit;
         }
     };
+    signals.abort();
     ctx.finish(end)
 }
 
@@ -149,6 +159,8 @@ fn fatal(f: &Failure) -> Option<Status> {
 }
 
 struct Ctx {
+    /// Cancelled by Ctrl-C or SIGTERM.
+    quit: CancellationToken,
     opts: Options,
     feed: watch::Sender<Feed>,
     camera: String,
@@ -160,13 +172,14 @@ struct Ctx {
 
 impl Ctx {
     /// Waits for `fut` while serving keys (recording goes on across reconnects). `None` when
-    /// asked to quit: `q`/Esc/window closed, or Ctrl-C.
+    /// asked to quit: `q`/Esc/window closed, Ctrl-C or SIGTERM.
     async fn serve<T>(
         &mut self,
         commands: &mut Commands,
         fut: impl std::future::Future<Output = T>,
     ) -> Option<T> {
         tokio::pin!(fut);
+        let quit = self.quit.clone();
         loop {
             tokio::select! {
                 v = &mut fut => return Some(v),
@@ -174,7 +187,7 @@ impl Ctx {
                     Some(Command::ToggleRecord) => self.toggle_recording(),
                     Some(Command::Quit) | None => return None,
                 },
-                _ = tokio::signal::ctrl_c() => return None,
+                _ = quit.cancelled() => return None,
             }
         }
     }

@@ -21,6 +21,23 @@ pub mod window;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (as sent by `timeout` or `kill`): both stop the
+/// viewer cleanly, finishing any recording.
+pub async fn quit_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
 /// An automatic file name in the current directory: `camcast-2026-11-25T004512Z{suffix}`.
 /// UTC, without colons, so it is a valid name everywhere and sorts by time.
 pub fn auto_name(at: SystemTime, suffix: &str) -> PathBuf {
