@@ -15,6 +15,7 @@
 //! - [`tls`]: TLS identities for the server, `gen-cert`, and the viewer's trust settings.
 //! - [`http`]: the browser page, `/stream.mjpg`, `/snapshot.jpg` and `/healthz` over axum.
 //! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
+//! - [`view`]: `camcast-view`'s desktop window, reconnecting feed and Matroska recording.
 
 pub mod admission;
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod source;
 pub mod status;
 pub mod systemd;
 pub mod tls;
+pub mod view;
 
 /// Generated protobuf/gRPC code.
 pub mod pb {

@@ -1,5 +1,6 @@
-//! camcast-view: the reference viewer. Headless modes for now: live statistics, saving frames,
-//! snapshots and server info, over either the v1 API or the seed contract.
+//! camcast-view: the reference viewer. With no mode flag it opens a desktop window (see
+//! `camcast::view`); headless modes print live statistics, save frames, record, take
+//! snapshots and show server info, over either the v1 API or the seed contract.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,30 +12,52 @@ use tonic::{Code, Status};
 use camcast::client::{self, FrameStream, Received};
 use camcast::frame::looks_like_jpeg;
 use camcast::pb;
+use camcast::view::{feed, record::Recording, window};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "camcast-view",
     version,
-    about = "Watch a camcast camera: live statistics, saved frames, snapshots, server info.",
+    about = "Watch a camcast camera: in a window, or headless (statistics, saved frames, \
+             recordings, snapshots, server info).",
     after_help = "Examples:\n  \
+        camcast-view cam.local                      watch in a window (reconnects by itself)\n  \
+        camcast-view cam.local --record cam.mkv     watch and record from the start\n  \
+        camcast-view cam.local --record cam.mkv --duration 60   record a minute, no window\n  \
+        camcast-view cam.local --record cam.mkv --frames 300    record 300 frames, no window\n  \
         camcast-view cam.local --stats              fps, latency and skipped frames every second\n  \
         camcast-view cam.local --frames 100 --out shots/   save 100 frames as JPEG files\n  \
         camcast-view cam.local --snapshot now.jpg   one picture\n  \
         camcast-view cam.local --info               what the server is doing\n  \
         camcast-view cam.local --legacy --stats     talk to a server that speaks only the seed contract\n\n\
+        Window keys: Esc or q quit, s save the shown frame (JPEG as received), r start/stop\n\
+        recording to an automatically named .mkv. Snapshots and recordings go to the current\n\
+        directory as camcast-<UTC time>[-seq<N>].jpg / .mkv.\n\n\
+        Any of --stats, --frames, --out, --duration, --snapshot or --info means headless (no\n\
+        window). Recordings are Matroska (V_MJPEG): the JPEGs as received, with their capture\n\
+        times; VLC, mpv and ffmpeg play them, even when cut short. Ctrl-C or SIGTERM finishes\n\
+        the file.\n\n\
         Exit status: 0 done, 1 other error, 2 bad usage, 3 cannot connect or server unavailable,\n\
         4 refused by the server (limit reached, bad request), 5 stream ended before the requested\n\
         frames arrived, 6 cannot write output files."
 )]
 struct Args {
-    /// Server: HOST, HOST:PORT, [IPv6]:PORT or http://HOST:PORT (default port 1234).
+    /// Server: HOST, HOST:PORT, [IPv6]:PORT, http://HOST:PORT or https://HOST:PORT (default
+    /// port 1234).
     target: String,
 
-    /// Print fps, capture→receive latency and skipped frames once a second (the default when
-    /// no other mode is given).
+    #[command(flatten)]
+    security: client::SecurityArgs,
+
+    /// No window: print fps, capture→receive latency and skipped frames once a second (also
+    /// the output of the other headless modes unless they save files).
     #[arg(long)]
     stats: bool,
+
+    /// Record every received frame to FILE (Matroska, the JPEGs as received). With a window
+    /// from the start (`r` stops it), or headless with --frames/--duration/--stats.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["snapshot", "info"])]
+    record: Option<PathBuf>,
 
     /// Stop after this many frames.
     #[arg(long, value_name = "N")]
@@ -72,6 +95,61 @@ struct Args {
     /// Seconds to wait for the connection.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     connect_timeout: f64,
+}
+
+impl Args {
+    /// A window unless a headless mode was asked for.
+    fn window_mode(&self) -> bool {
+        !(self.stats
+            || self.frames.is_some()
+            || self.out.is_some()
+            || self.duration.is_some()
+            || self.snapshot.is_some()
+            || self.info)
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout.max(0.1))
+    }
+}
+
+/// Window mode: the window on this (the main) thread, the network on the runtime's workers.
+fn watch_in_window(
+    runtime: &tokio::runtime::Runtime,
+    args: Args,
+    client: client::ClientOptions,
+) -> ExitCode {
+    let opts = feed::Options {
+        client,
+        target: args.target.clone(),
+        legacy: args.legacy,
+        name: args.name.clone(),
+        max_fps: args.max_fps,
+        connect_timeout: args.connect_timeout(),
+        record: args.record.clone(),
+    };
+    let (feed_tx, feed_rx) = tokio::sync::watch::channel(feed::Feed::default());
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    let network = runtime.spawn(feed::run(opts, feed_tx, cmd_rx));
+    let shown = window::run(feed_rx, cmd_tx);
+    // The window told the feed to quit; wait for it to finish any recording.
+    let end = runtime.block_on(network);
+    if let Err(e) = shown {
+        eprintln!("camcast-view: {e}");
+        return ExitCode::FAILURE;
+    }
+    match end {
+        Ok(feed::End::Quit) => ExitCode::SUCCESS,
+        Ok(feed::End::Refused(status)) => {
+            let f = Failure::Refused(status);
+            eprintln!("camcast-view: {}", f.message());
+            ExitCode::from(f.exit_code())
+        }
+        Err(e) => {
+            eprintln!("camcast-view: network task failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Why the viewer stopped, mapped to the documented exit status.
@@ -121,11 +199,21 @@ fn classify(status: Status) -> Failure {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let client = match args.security.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("camcast-view: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(args)) {
+    if args.window_mode() {
+        return watch_in_window(&runtime, args, client);
+    }
+    match runtime.block_on(run(args, client)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("camcast-view: {}", f.message());
@@ -134,11 +222,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), Failure> {
-    let timeout = Duration::from_secs_f64(args.connect_timeout.max(0.1));
-    let channel = client::connect(&args.target, timeout)
+async fn run(args: Args, options: client::ClientOptions) -> Result<(), Failure> {
+    let timeout = args.connect_timeout();
+    let channel = client::connect_with(&args.target, &options, timeout)
         .await
-        .map_err(|e| Failure::Connect(format!("{}: {e}", client::endpoint_uri(&args.target))))?;
+        .map_err(|e| Failure::Connect(connect_error(&e)))?;
     if args.info {
         return print_info(channel).await;
     }
@@ -225,7 +313,28 @@ async fn watch(channel: client::Conn, args: &Args) -> Result<(), Failure> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Failure::Output(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let show_stats = args.stats || (args.out.is_none() && args.frames.is_none());
+    let mut recording =
+        match &args.record {
+            Some(path) => Some(Recording::start(path, &args.target).map_err(|e| {
+                Failure::Output(format!("cannot record to {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+    let result = receive(channel, args, &mut recording).await;
+    // Finish the file whatever happened: even a failed stream leaves a complete recording.
+    if let Some(rec) = recording {
+        feed::report_finished(rec);
+    }
+    result
+}
+
+async fn receive(
+    channel: client::Conn,
+    args: &Args,
+    recording: &mut Option<Recording>,
+) -> Result<(), Failure> {
+    let show_stats =
+        args.stats || (args.out.is_none() && args.frames.is_none() && args.record.is_none());
     let deadline = args
         .duration
         .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
@@ -234,6 +343,9 @@ async fn watch(channel: client::Conn, args: &Args) -> Result<(), Failure> {
         .map_err(classify)?;
     let mut stats = Stats::new();
     let mut received = 0u64;
+    // One listener for the whole loop, so a signal between two frames is not missed.
+    let quit = camcast::view::quit_signal();
+    tokio::pin!(quit);
     loop {
         if args.frames.is_some_and(|n| received >= n) {
             break;
@@ -241,7 +353,7 @@ async fn watch(channel: client::Conn, args: &Args) -> Result<(), Failure> {
         let next = tokio::select! {
             r = stream.next() => r.map_err(classify)?,
             _ = sleep_until(deadline) => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut quit => break,
         };
         let Some(frame) = next else {
             if let Some(wanted) = args.frames {
@@ -254,6 +366,11 @@ async fn watch(channel: client::Conn, args: &Args) -> Result<(), Failure> {
             break;
         };
         received += 1;
+        if let Some(rec) = recording {
+            rec.add(&frame).map_err(|e| {
+                Failure::Output(format!("cannot record to {}: {e}", rec.path().display()))
+            })?;
+        }
         if let Some(dir) = &args.out {
             write_file(&dir.join(format!("frame-{received:06}.jpg")), &frame.jpeg)?;
         }
@@ -358,4 +475,20 @@ impl Stats {
         };
         line
     }
+}
+
+/// A connection error with its causes (the root cause, e.g. an unknown certificate, is
+/// usually the useful part).
+fn connect_error(e: &client::ConnectError) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
