@@ -193,6 +193,38 @@ async fn generated_cert_and_token_protect_a_running_server() {
         .unwrap()
         .expect("a frame over TLS with the token");
 
+    // camcast-view as a user would run it: trusts the camera's certificate, reads the token
+    // from a file, saves frames. Without --ca it refuses the self-signed camera.
+    let out_dir = dir.path().join("frames");
+    let viewer = |extra: &[&str]| {
+        let mut c = bin_command(env!("CARGO_BIN_EXE_camcast-view"));
+        c.args([
+            addr.as_str(),
+            "--frames",
+            "3",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ])
+        .args(["--token-file", token_file.to_str().unwrap()])
+        .args(extra)
+        .env_remove("CAMCAST_TOKEN");
+        c
+    };
+    let (mut trusting, mut untrusting) = (
+        viewer(&["--ca", &cert]),
+        viewer(&["--tls-name", "127.0.0.1"]),
+    );
+    let (ok, refused) = tokio::task::spawn_blocking(move || {
+        (trusting.output().unwrap(), untrusting.output().unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 3);
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("certificate"), "{why}");
+
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     // Over TLS too, shutdown ends the stream with OK rather than cutting it.
