@@ -163,6 +163,11 @@ impl Admitted {
         &self.info
     }
 
+    /// The socket, for per-transport tuning.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.io
+    }
+
     /// Checks the inactivity deadline; `true` once the connection should be closed.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         self.info.activity.reader.register(cx.waker());
@@ -387,6 +392,43 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+/// A response body that keeps its request counted as open (see [`ConnInfo::begin_request`])
+/// until the body is finished or dropped: a live stream keeps its connection out of the idle
+/// timeout for as long as it runs.
+pub struct Tracked<B> {
+    body: B,
+    _guard: RequestGuard,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(body: B, guard: RequestGuard) -> Self {
+        Tracked {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -149,7 +149,7 @@ async fn run(
     // HTTP stops when the hub closes, which the gRPC server does on SIGINT/SIGTERM.
     let http_task = http_listener.map(|listener| {
         let closed = hub.clone();
-        let settings = camcast::http::HttpSettings::from(&config);
+        let settings = camcast::http::HttpSettings::new(&config, &settings);
         tokio::spawn(camcast::http::serve(
             listener,
             hub.clone(),

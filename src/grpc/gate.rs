@@ -6,11 +6,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::body::Body;
 use tonic::Status;
 
-use crate::admission::{conn_info, RequestGuard};
+use crate::admission::{conn_info, Tracked};
 use crate::auth::Tokens;
 
 /// Paths reachable without a token: health says only "serving or not", and monitoring
@@ -74,7 +73,7 @@ where
         Box::pin(async move {
             let resp = inner.call(req).await?;
             Ok(match guard {
-                Some(g) => resp.map(|body| Body::new(Tracked { body, _guard: g })),
+                Some(g) => resp.map(|body| Body::new(Tracked::new(body, g))),
                 None => resp,
             })
         })
@@ -100,31 +99,5 @@ impl<S> Gate<S> {
                 "request refused: bad or missing token");
             Status::unauthenticated(e.to_string())
         })
-    }
-}
-
-/// A response body that keeps its request counted as open until it is finished or dropped.
-struct Tracked {
-    body: Body,
-    _guard: RequestGuard,
-}
-
-impl HttpBody for Tracked {
-    type Data = bytes::Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }

@@ -7,6 +7,7 @@
 //! slow-viewer rule (the next frame is taken from the hub only when hyper asks the body for more,
 //! so a stalled viewer skips frames instead of queueing them).
 
+mod auth;
 mod mjpeg;
 mod routes;
 
@@ -23,7 +24,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{Admission, Admitted, Tracked};
+use crate::auth::Tokens;
 use crate::hub::Hub;
 
 pub use mjpeg::BOUNDARY;
@@ -57,6 +61,12 @@ pub struct HttpSettings {
     /// At shutdown, how long connections get to finish their last response. A viewer that
     /// stopped reading would otherwise hold the process until the shutdown watchdog.
     pub drain_timeout: Duration,
+    /// Per-address cap and handshake/idle timeouts, shared with the gRPC listener.
+    pub admission: Admission,
+    /// Viewer tokens: every route but `/healthz` needs one (header or `?token=`).
+    pub tokens: Option<Tokens>,
+    /// HTTPS with the camera's certificate.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for HttpSettings {
@@ -67,17 +77,31 @@ impl Default for HttpSettings {
             header_timeout: Duration::from_secs(10),
             vanish_timeout: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(5),
+            admission: Admission::default(),
+            tokens: None,
+            tls: None,
         }
     }
 }
 
-impl From<&crate::config::Config> for HttpSettings {
-    fn from(c: &crate::config::Config) -> Self {
+impl HttpSettings {
+    /// The HTTP side of a server whose gRPC side has `grpc`: same admission (one per-address
+    /// cap across both ports), tokens and certificate.
+    pub fn new(c: &crate::config::Config, grpc: &crate::grpc::GrpcSettings) -> Self {
         HttpSettings {
             max_name_len: c.max_name_len,
             snapshot_timeout: c.snapshot_timeout,
             // The same patience gRPC has for a peer that stopped answering its pings.
             vanish_timeout: c.keepalive_timeout,
+            header_timeout: c.conn.handshake_timeout,
+            admission: grpc.admission.clone(),
+            tokens: grpc.tokens.clone(),
+            tls: grpc.tls.as_ref().map(|t| {
+                // HTTP/1.1 only here: a browser offered h2 would speak a protocol we do not serve.
+                let mut config = (*t.rustls).clone();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Arc::new(config)
+            }),
             ..HttpSettings::default()
         }
     }
@@ -93,17 +117,25 @@ struct AppState {
 /// Every HTTP route, in one place: layers that apply to all of them (authentication, limits,
 /// tracing) go here.
 pub fn router(hub: Hub, settings: HttpSettings) -> Router {
+    let tokens = settings.tokens.clone().map(Arc::new);
     let state = AppState {
         hub,
         settings: Arc::new(settings),
     };
-    Router::new()
+    let viewer_routes = Router::new()
         .route("/", get(routes::page))
         .route("/info.json", get(routes::info))
-        .route("/healthz", get(routes::healthz))
         .route("/snapshot.jpg", get(routes::snapshot))
         .route("/stream.mjpg", get(mjpeg::stream))
         .fallback(routes::not_found)
+        .route_layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::require_token,
+        ));
+    // Health stays open, as on gRPC: monitoring should not need a viewer's secret.
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .merge(viewer_routes)
         .with_state(state)
 }
 
@@ -136,32 +168,30 @@ pub async fn serve(
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_BUF_BYTES);
     let graceful = GracefulShutdown::new();
+    let tls = settings.tls.clone().map(TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        let conn = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            conn = settings.admission.accept(&listener) => conn,
         };
-        tune_socket(&stream, settings.vanish_timeout);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            tower_service::Service::call(&mut app.clone(), req)
-        });
-        let conn = graceful.watch(conn_builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        tune_socket(conn.tcp(), settings.vanish_timeout);
+        let watcher = graceful.watcher();
+        let (builder, app) = (conn_builder.clone(), app.clone());
+        match tls.clone() {
+            None => serve_connection(conn, builder, app, watcher),
+            Some(acceptor) => {
+                let handshake = settings.admission.limits().handshake_timeout;
+                tokio::spawn(async move {
+                    let peer = conn.info().remote;
+                    match tokio::time::timeout(handshake, acceptor.accept(conn)).await {
+                        Ok(Ok(tls_conn)) => serve_connection(tls_conn, builder, app, watcher),
+                        Ok(Err(e)) => tracing::info!(%peer, "HTTPS handshake failed: {e}"),
+                        Err(_) => tracing::info!(%peer, "HTTPS handshake timed out"),
+                    }
+                });
             }
-        });
+        }
     }
     drop(listener);
     tracing::info!("HTTP: no longer accepting; ending streams");
@@ -176,6 +206,52 @@ pub async fn serve(
             settings.drain_timeout
         );
     }
+}
+
+/// Something an HTTP connection runs over: a plain admitted socket, or TLS on one.
+trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {
+    fn admitted(&self) -> &Admitted;
+}
+
+impl Transport for Admitted {
+    fn admitted(&self) -> &Admitted {
+        self
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<Admitted> {
+    fn admitted(&self) -> &Admitted {
+        self.get_ref().0
+    }
+}
+
+/// Serves one connection with the router. Each request counts as open on its connection until
+/// its response body ends, which is what the idle timeout looks at.
+fn serve_connection(
+    io: impl Transport,
+    builder: http1::Builder,
+    app: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let info = io.admitted().info().clone();
+    let peer = info.remote;
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let guard = info.begin_request();
+        let call = tower_service::Service::call(&mut app.clone(), req);
+        async move {
+            let resp = call.await?;
+            Ok::<_, std::convert::Infallible>(
+                resp.map(|body| axum::body::Body::new(Tracked::new(body, guard))),
+            )
+        }
+    });
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        }
+    });
 }
 
 /// Frames go out as soon as they are written (no Nagle delay), the kernel holds only a few of

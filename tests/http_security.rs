@@ -1,0 +1,200 @@
+//! The HTTP port under the same protections as gRPC: tokens (header or query), HTTPS with the
+//! camera's certificate, and one per-address cap shared by both ports.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use camcast::admission::{Admission, ConnLimits};
+use camcast::auth::Tokens;
+use camcast::grpc::GrpcSettings;
+use camcast::http::HttpSettings;
+use camcast::hub::HubConfig;
+use camcast::tls::{self, CertKind, ClientTlsOptions, ServerTls, ServerTlsFiles};
+use common::{decode, TestServer};
+use http_body_util::{BodyExt, Empty};
+use hyper::{header, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "http-viewer-token-0123456789";
+
+/// gRPC and HTTP on one hub with these settings.
+async fn servers(grpc: GrpcSettings, http: HttpSettings) -> (TestServer, SocketAddr) {
+    let server =
+        TestServer::start_with(common::pattern(320, 240, 30.0), HubConfig::default(), grpc).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = server.hub.clone();
+    tokio::spawn(camcast::http::serve(
+        listener,
+        hub.clone(),
+        http,
+        async move { hub.closed().await },
+    ));
+    (server, addr)
+}
+
+/// One GET over `io`; the status, headers and (for non-streams) the body.
+async fn get_over<IO>(
+    io: IO,
+    path: &str,
+    auth: Option<&str>,
+) -> Result<(StatusCode, header::HeaderMap, Bytes), hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::get(path).header(header::HOST, "camcast.test");
+    if let Some(a) = auth {
+        req = req.header(header::AUTHORIZATION, a);
+    }
+    let mut resp = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await?;
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    // A stream never ends: its first chunk is enough to know it started.
+    let body = if path.starts_with("/stream.mjpg") && status == StatusCode::OK {
+        resp.body_mut().frame().await.unwrap()?.into_data().unwrap()
+    } else {
+        resp.body_mut().collect().await?.to_bytes()
+    };
+    Ok((status, headers, body))
+}
+
+async fn get(
+    addr: SocketAddr,
+    path: &str,
+    auth: Option<&str>,
+) -> (StatusCode, header::HeaderMap, Bytes) {
+    let io = TcpStream::connect(addr).await.unwrap();
+    get_over(io, path, auth).await.unwrap()
+}
+
+#[tokio::test]
+async fn tokens_guard_every_route_but_health() {
+    let tokens = Tokens::parse(TOKEN, "test").unwrap();
+    let grpc = GrpcSettings {
+        tokens: Some(tokens.clone()),
+        ..common::settings()
+    };
+    let http = HttpSettings {
+        tokens: Some(tokens),
+        ..HttpSettings::default()
+    };
+    let (server, addr) = servers(grpc, http).await;
+
+    for path in ["/", "/info.json", "/snapshot.jpg", "/stream.mjpg"] {
+        let (status, headers, body) = get(addr, path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        assert!(
+            String::from_utf8_lossy(&body).contains("?token="),
+            "says how"
+        );
+        let wrong = get(addr, &format!("{path}?token=nope-nope-nope-nope"), None).await;
+        assert_eq!(wrong.0, StatusCode::UNAUTHORIZED, "{path}");
+        let bearer = format!("Bearer {TOKEN}");
+        assert_eq!(
+            get(addr, path, Some(&bearer)).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let with_query = format!("{path}{sep}name=tv&token={TOKEN}");
+        assert_eq!(
+            get(addr, &with_query, None).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    let (status, _, jpeg) = get(addr, &format!("/snapshot.jpg?token={TOKEN}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(decode(&jpeg), (320, 240));
+    assert_eq!(get(addr, "/healthz", None).await.0, StatusCode::OK);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn https_serves_with_the_camera_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    tls::generate(dir.path(), CertKind::Server, &["127.0.0.1".into()], false).unwrap();
+    let files = ServerTlsFiles {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+        client_ca: None,
+    };
+    let grpc = GrpcSettings {
+        tls: Some(ServerTls::load(&files, &[b"h2", b"http/1.1"]).unwrap()),
+        ..common::settings()
+    };
+    let http = HttpSettings::new(&camcast::config::Config::default(), &grpc);
+    let (server, addr) = servers(grpc, http).await;
+
+    let trusting = ClientTlsOptions {
+        ca: Some(files.cert.clone()),
+        ..Default::default()
+    };
+    let mut config = trusting.rustls_config().unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = trusting.server_name("127.0.0.1").unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let (status, _, jpeg) = get_over(tls, "/snapshot.jpg", None).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(decode(&jpeg), (320, 240));
+
+    // Plain HTTP to the HTTPS port gets no page.
+    let plain = TcpStream::connect(addr).await.unwrap();
+    assert!(get_over(plain, "/", None).await.is_err());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_per_address_cap_spans_grpc_and_http() {
+    let admission = Admission::new(ConnLimits {
+        per_address: 2,
+        ..ConnLimits::default()
+    });
+    let grpc = GrpcSettings {
+        admission: admission.clone(),
+        ..common::settings()
+    };
+    let http = HttpSettings {
+        admission,
+        ..HttpSettings::default()
+    };
+    let (server, addr) = servers(grpc, http).await;
+
+    // One gRPC viewer and one HTTP viewer fill this host's two slots...
+    let mut grpc_viewer =
+        camcast::client::FrameStream::open(server.channel().await, false, "grpc", 0.0)
+            .await
+            .unwrap();
+    grpc_viewer.next().await.unwrap().expect("frame");
+    let mut http_viewer = TcpStream::connect(addr).await.unwrap();
+    http_viewer
+        .write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    http_viewer.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // ...so a third connection on either port is closed unanswered.
+    let third = TcpStream::connect(addr).await.unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(10), get_over(third, "/healthz", None))
+        .await
+        .expect("refused promptly");
+    assert!(refused.is_err(), "third connection must be refused");
+    drop((grpc_viewer, http_viewer));
+    server.stop().await.unwrap();
+}
