@@ -11,10 +11,12 @@
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
 //! - [`grpc`]: the seed `WebcamStreaming` contract and the `camcast.v1` API over tonic.
 //! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
+//! - [`discovery`]: mDNS/DNS-SD: the server's advertisement, and finding cameras on the LAN.
 
 pub mod client;
 pub mod config;
 pub mod devices;
+pub mod discovery;
 pub mod frame;
 pub mod grpc;
 pub mod hub;
