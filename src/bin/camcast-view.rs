@@ -22,14 +22,25 @@ use camcast::pb;
         camcast-view cam.local --frames 100 --out shots/   save 100 frames as JPEG files\n  \
         camcast-view cam.local --snapshot now.jpg   one picture\n  \
         camcast-view cam.local --info               what the server is doing\n  \
-        camcast-view cam.local --legacy --stats     talk to a server that speaks only the seed contract\n\n\
+        camcast-view cam.local --legacy --stats     talk to a server that speaks only the seed contract\n  \
+        camcast-view --list                         cameras found on the LAN (mDNS)\n  \
+        camcast-view                                find the camera on the LAN and watch it\n\n\
         Exit status: 0 done, 1 other error, 2 bad usage, 3 cannot connect or server unavailable,\n\
         4 refused by the server (limit reached, bad request), 5 stream ended before the requested\n\
-        frames arrived, 6 cannot write output files."
+        frames arrived, 6 cannot write output files, 7 no camera found on the LAN (no HOST, or --list)."
 )]
 struct Args {
-    /// Server: HOST, HOST:PORT, [IPv6]:PORT or http://HOST:PORT (default port 1234).
-    target: String,
+    /// Server: HOST, HOST:PORT, [IPv6]:PORT or http://HOST:PORT (default port 1234). Without
+    /// it, cameras on the LAN are found over mDNS: the only one is watched, or you choose.
+    target: Option<String>,
+
+    /// List the cameras found on the LAN over mDNS (_camcast._tcp) and exit.
+    #[arg(long, conflicts_with = "target")]
+    list: bool,
+
+    /// Seconds to listen for mDNS answers (--list, or no HOST).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    browse_secs: f64,
 
     /// Print fps, capture→receive latency and skipped frames once a second (the default when
     /// no other mode is given).
@@ -120,7 +131,10 @@ fn classify(status: Status) -> Failure {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Err(code) = discover(&mut args) {
+        return code;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -136,9 +150,10 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), Failure> {
     let timeout = Duration::from_secs_f64(args.connect_timeout.max(0.1));
-    let channel = client::connect(&args.target, timeout)
+    let target = args.target.clone().unwrap_or_default();
+    let channel = client::connect(&target, timeout)
         .await
-        .map_err(|e| Failure::Connect(format!("{}: {e}", client::endpoint_uri(&args.target))))?;
+        .map_err(|e| Failure::Connect(format!("{}: {e}", client::endpoint_uri(&target))))?;
     if args.info {
         return print_info(channel).await;
     }
@@ -362,4 +377,24 @@ impl Stats {
         };
         line
     }
+}
+
+/// `--list`, or no HOST: find cameras over mDNS (camcast::discovery) and fill in the target.
+/// `Err` carries the exit status when there is nothing more to do.
+fn discover(args: &mut Args) -> Result<(), ExitCode> {
+    use camcast::discovery;
+    let wait = Duration::from_secs_f64(args.browse_secs.clamp(0.1, 600.0));
+    if args.list {
+        return Err(ExitCode::from(discovery::list(wait)));
+    }
+    if args.target.is_none() {
+        match discovery::find_target(wait) {
+            Ok(target) => args.target = Some(target),
+            Err(e) => {
+                eprintln!("camcast-view: {e}");
+                return Err(ExitCode::from(e.exit_code()));
+            }
+        }
+    }
+    Ok(())
 }
