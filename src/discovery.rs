@@ -55,12 +55,18 @@ impl Advertisement {
     /// size and rate. Instance and host names come from the machine's host name.
     pub fn new(listen: SocketAddr, camera: &str, request: &CameraRequest) -> Self {
         let host = host_label();
+        // Not the bare host name: avahi (on the SD image, on Raspberry Pi OS) already answers
+        // for `<host>.local`, and a second responder with a different address set for that
+        // name makes avahi rename the host. A name of our own cannot clash with it. A server on
+        // another port gets the port too, so that two servers on one machine bound to
+        // different addresses do not share (and mix up) one set of address records.
+        let suffix = match listen.port() {
+            crate::client::DEFAULT_PORT => "-camcast".to_string(),
+            port => format!("-camcast-{port}"),
+        };
         Advertisement {
             instance: truncate(&format!("camcast on {host}"), MAX_LABEL),
-            // Not the bare host name: avahi (on the SD image, on Raspberry Pi OS) already answers
-            // for `<host>.local`, and a second responder with a different address set for that
-            // name makes avahi rename the host. A name of our own cannot clash with it.
-            host: format!("{}-camcast", truncate(&host, MAX_LABEL - "-camcast".len())),
+            host: truncate(&host, MAX_LABEL - suffix.len()) + &suffix,
             listen,
             camera: camera.to_string(),
             width: request.pattern.width,
@@ -504,7 +510,10 @@ pub fn find_target(timeout: Duration) -> Result<String, ChooseError> {
 pub fn list(timeout: Duration) -> u8 {
     match browse(timeout) {
         Ok(found) if found.is_empty() => {
-            eprintln!("{}", ChooseError::NoneFound { waited: timeout });
+            eprintln!(
+                "camcast-view: {}",
+                ChooseError::NoneFound { waited: timeout }
+            );
             EXIT_NONE_FOUND
         }
         Ok(found) => {
@@ -658,6 +667,8 @@ mod tests {
             "{}",
             any.get_hostname()
         );
+        let other_port = ad("127.0.0.1:4321").host;
+        assert!(other_port.ends_with("-camcast-4321"), "{other_port}");
     }
 
     #[test]
