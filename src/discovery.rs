@@ -158,25 +158,54 @@ fn try_advertise(ad: &Advertisement) -> Result<Advertiser, mdns_sd::Error> {
     Ok(Advertiser { daemon, fullname })
 }
 
-/// Socket errors and name changes surface only as daemon events: log them.
+/// Socket errors, name changes and where the service went out surface only as daemon events:
+/// log them, and warn when nothing has gone out after a while (no usable interface).
 fn log_daemon_events(daemon: &ServiceDaemon) {
     let Ok(events) = daemon.monitor() else { return };
     let spawned = std::thread::Builder::new()
         .name("mdns-events".into())
-        .spawn(move || {
-            // Ends when the daemon shuts down and drops the sender.
-            while let Ok(event) = events.recv() {
-                match event {
-                    DaemonEvent::Error(e) => tracing::warn!("mDNS: {e}"),
-                    DaemonEvent::NameChange(c) => {
-                        tracing::warn!(from = %c.original, to = %c.new_name, "mDNS: name taken on the LAN, renamed")
-                    }
-                    _ => {}
-                }
-            }
-        });
+        .spawn(move || watch_events(events));
     if let Err(e) = spawned {
         tracing::warn!("mDNS: cannot watch the responder's events: {e}");
+    }
+}
+
+/// How long after registering an advertisement that went out nowhere is worth a warning.
+const NOTHING_SENT_WARNING: Duration = Duration::from_secs(10);
+
+fn watch_events(events: mdns_sd::Receiver<DaemonEvent>) {
+    let mut announced_on = std::collections::BTreeSet::new();
+    let warn_at = Instant::now() + NOTHING_SENT_WARNING;
+    loop {
+        let event = match warn_at.checked_duration_since(Instant::now()) {
+            Some(left) if announced_on.is_empty() => match events.recv_timeout(left) {
+                Err(mdns_sd::RecvTimeoutError::Timeout) => {
+                    tracing::warn!(
+                        "mDNS: not announced on any interface after {NOTHING_SENT_WARNING:?}: \
+                         no up, multicast-capable interface found (or netlink not allowed)"
+                    );
+                    continue;
+                }
+                other => other.ok(),
+            },
+            _ => events.recv().ok(),
+        };
+        // None: the daemon shut down and dropped the sender.
+        let Some(event) = event else { return };
+        match event {
+            DaemonEvent::Announce(_, at) => {
+                // `at` is "host:interface".
+                let interface = at.rsplit(':').next().unwrap_or(&at).to_string();
+                if announced_on.insert(interface.clone()) {
+                    tracing::info!(%interface, "mDNS: announced");
+                }
+            }
+            DaemonEvent::Error(e) => tracing::warn!("mDNS: {e}"),
+            DaemonEvent::NameChange(c) => {
+                tracing::warn!(from = %c.original, to = %c.new_name, "mDNS: name taken on the LAN, renamed")
+            }
+            _ => {}
+        }
     }
 }
 

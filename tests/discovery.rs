@@ -253,15 +253,16 @@ fn viewer_without_an_address_watches_the_only_camera() {
     stop(server);
 }
 
-/// Under qemu-user (the aarch64 suite in CI sets CAMCAST_EXEC_WRAPPER) an emulated binary
-/// browses fine but its advertisement is never heard, tried here with qemu-aarch64-static 7.2,
-/// so every test here, each of which advertises from the emulated build, is skipped, saying
-/// so. The aarch64 advertisement is checked for real by the SD image's boot test (full
-/// system emulation, the camera's own avahi resolves it).
+/// Under qemu-user (the aarch64 suite in CI sets CAMCAST_EXEC_WRAPPER) mDNS cannot work:
+/// qemu-aarch64-static 7.2 rejects setsockopt(IP_MULTICAST_IF) with ENOPROTOOPT, so an
+/// emulated responder or browser sends nothing (mdns-sd logs it at debug level). Every test
+/// here advertises from the emulated build, so each is skipped, saying so. The aarch64
+/// advertisement is checked for real by the SD image's boot test (full-system emulation, where
+/// the camera's own avahi resolves it).
 fn under_qemu_user(test: &str) -> bool {
     let wrapped = std::env::var("CAMCAST_EXEC_WRAPPER").is_ok_and(|w| !w.is_empty());
     if wrapped {
-        eprintln!("{test}: skipped under CAMCAST_EXEC_WRAPPER: qemu-user does not carry an emulated mDNS advertisement");
+        eprintln!("{test}: skipped under CAMCAST_EXEC_WRAPPER: qemu-user cannot send mDNS (no IP_MULTICAST_IF)");
     }
     wrapped
 }
