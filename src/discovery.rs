@@ -308,8 +308,10 @@ pub fn browse(timeout: Duration) -> Result<Vec<Found>, DiscoveryError> {
     if let Ok(done) = daemon.shutdown() {
         let _ = done.recv_timeout(Duration::from_secs(1));
     }
-    // BTreeMap order: by full name, which sorts as the instance name does.
-    Ok(found.into_values().collect())
+    let mut list: Vec<Found> = found.into_values().collect();
+    // By instance name ("camcast on pi" before "camcast on pi (2)"), not by full DNS name.
+    list.sort_by(|a, b| (&a.instance, a.port).cmp(&(&b.instance, b.port)));
+    Ok(list)
 }
 
 /// Adds a resolved service, merging addresses with an earlier answer for the same instance.
