@@ -17,7 +17,7 @@
 #   1. base root file system (cached): mmdebstrap builds bookworm arm64 (qemu-user through
 #      binfmt_misc runs the maintainer scripts) with systemd, raspi-firmware, linux-image-arm64,
 #      openssh-server, avahi-daemon, wpasupplicant + Wi-Fi firmware and little else, plus
-#      image/rootfs/ (network, avahi service, first-boot setup, initramfs module list). It is
+#      image/rootfs/ (network, first-boot setup, initramfs module list). It is
 #      kept as a tar in $CAMCAST_IMAGE_CACHE (default /var/tmp/camcast-image), keyed by a hash
 #      of everything that goes into it, for 7 days. Downloaded .debs are kept there as well.
 #   2. the image: camcast (deploy/install.sh --root), its user (systemd-sysusers --root), then
@@ -46,7 +46,7 @@ PACKAGES=(
   raspi-firmware linux-image-arm64      # boot firmware + dtbs, Debian's arm64 kernel
   initramfs-tools zstd                  # the kernel's initramfs (zstd-compressed)
   openssh-server                        # install.sh updates, admin
-  avahi-daemon                          # mDNS: <hostname>.local, _camcast._tcp
+  avahi-daemon                          # mDNS: <hostname>.local (camcast advertises _camcast._tcp itself)
   wpasupplicant firmware-brcm80211 wireless-regdb  # the Pi's on-board Wi-Fi
   dosfstools e2fsprogs fdisk            # fsck of both partitions, first-boot growing
   iproute2 kmod nano                    # ip, modprobe, an editor

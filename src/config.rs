@@ -169,6 +169,10 @@ pub struct Cli {
     /// `gpio:PIN[:active-low]` (BCM pin number) or `none` [default: sysfs:ACT].
     #[arg(long, value_name = "LED")]
     pub led: Option<LedSpec>,
+
+    /// Do not advertise on the LAN over mDNS/DNS-SD (`_camcast._tcp`), which is on by default.
+    #[arg(long)]
+    pub no_mdns: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -235,6 +239,7 @@ struct ServerSection {
     seed_contract: Option<bool>,
     log: Option<String>,
     led: Option<LedSpec>,
+    mdns: Option<bool>,
 }
 
 /// `[tls]`: cert and key together turn TLS on; client_ca adds mutual TLS.
@@ -297,6 +302,8 @@ pub struct Config {
     pub snapshot_timeout: Duration,
     pub log: String,
     pub led: LedSpec,
+    /// Advertise `_camcast._tcp` over mDNS.
+    pub mdns: bool,
 }
 
 impl Default for Config {
@@ -330,6 +337,7 @@ impl Default for Config {
             snapshot_timeout: Duration::from_secs(5),
             log: "info".into(),
             led: LedSpec::default(),
+            mdns: true,
         }
     }
 }
@@ -430,6 +438,7 @@ impl Config {
             snapshot_timeout: d.snapshot_timeout,
             log: cli.log.clone().or(s.log).unwrap_or(d.log),
             led: cli.led.clone().or(s.led).unwrap_or(d.led),
+            mdns: !cli.no_mdns && s.mdns.unwrap_or(d.mdns),
         })
     }
 }
@@ -754,6 +763,17 @@ mod tests {
         let e = Config::from_toml("[server]\nmax_request_bytes = 10\n").unwrap_err();
         assert!(e.contains("64-67108864"), "{e}");
         assert!(Cli::try_parse_from(["camcast", "--tls-cert", "/c.pem"]).is_err());
+    }
+
+    #[test]
+    fn mdns_is_on_unless_the_flag_or_the_file_turns_it_off() {
+        assert!(Config::from_toml("").unwrap().mdns);
+        assert!(!Config::from_toml("[server]\nmdns = false\n").unwrap().mdns);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("camcast.toml");
+        std::fs::write(&path, "[server]\nmdns = true\n").unwrap();
+        let cli = Cli::parse_from(["camcast", "--config", path.to_str().unwrap(), "--no-mdns"]);
+        assert!(!Config::load(&cli).unwrap().mdns, "the flag beats the file");
     }
 
     #[test]

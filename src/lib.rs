@@ -15,6 +15,7 @@
 //! - [`tls`]: TLS identities for the server, `gen-cert`, and the viewer's trust settings.
 //! - [`http`]: the browser page, `/stream.mjpg`, `/snapshot.jpg` and `/healthz` over axum.
 //! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
+//! - [`discovery`]: mDNS/DNS-SD: the server's advertisement, and finding cameras on the LAN.
 //! - [`view`]: `camcast-view`'s desktop window, reconnecting feed and Matroska recording.
 
 pub mod admission;
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod devices;
+pub mod discovery;
 pub mod frame;
 pub mod grpc;
 pub mod http;

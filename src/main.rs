@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use camcast::auth::Tokens;
 use camcast::config::{Cli, Command, Config};
+use camcast::discovery::{self, Advertisement};
 use camcast::grpc::{self, GrpcSettings};
 use camcast::hub::Hub;
 use camcast::led;
@@ -140,6 +141,13 @@ async fn run(
     // systemd (Type=notify): READY=1 now that connections queue, STATUS= at state changes,
     // WATCHDOG=1 pings, STOPPING=1 once led_stop fires (shutdown began). No-op outside systemd.
     let sd_task = camcast::systemd::spawn(&status, led_stop.clone(), listener.local_addr()?);
+    // mDNS/DNS-SD: announced now that the port is known, withdrawn as soon as shutdown begins.
+    let ad = Advertisement::new(
+        listener.local_addr()?,
+        &selected.source.name(),
+        &config.camera,
+    );
+    let mdns_task = config.mdns.then(|| discovery::spawn(ad, led_stop.clone()));
     let hub = Hub::new(
         selected.source,
         selected.reason,
@@ -164,6 +172,9 @@ async fn run(
     led_stop.cancel();
     let _ = led_task.await;
     let _ = sd_task.await;
+    if let Some(task) = mdns_task {
+        let _ = task.await;
+    }
     served.context("gRPC server failed")?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -29,7 +29,9 @@ use camcast::view::{feed, record::Recording, window};
         camcast-view cam.local --frames 100 --out shots/   save 100 frames as JPEG files\n  \
         camcast-view cam.local --snapshot now.jpg   one picture\n  \
         camcast-view cam.local --info               what the server is doing\n  \
-        camcast-view cam.local --legacy --stats     talk to a server that speaks only the seed contract\n\n\
+        camcast-view cam.local --legacy --stats     talk to a server that speaks only the seed contract\n  \
+        camcast-view --list                         cameras found on the LAN (mDNS)\n  \
+        camcast-view                                find the camera on the LAN and watch it\n\n\
         Window keys: Esc or q quit, s save the shown frame (JPEG as received), r start/stop\n\
         recording to an automatically named .mkv. Snapshots and recordings go to the current\n\
         directory as camcast-<UTC time>[-seq<N>].jpg / .mkv.\n\n\
@@ -39,12 +41,21 @@ use camcast::view::{feed, record::Recording, window};
         the file.\n\n\
         Exit status: 0 done, 1 other error, 2 bad usage, 3 cannot connect or server unavailable,\n\
         4 refused by the server (limit reached, bad request), 5 stream ended before the requested\n\
-        frames arrived, 6 cannot write output files."
+        frames arrived, 6 cannot write output files, 7 no camera found on the LAN (no HOST, or --list)."
 )]
 struct Args {
     /// Server: HOST, HOST:PORT, [IPv6]:PORT, http://HOST:PORT or https://HOST:PORT (default
-    /// port 1234).
-    target: String,
+    /// port 1234). Without it, cameras on the LAN are found over mDNS: the only one is
+    /// watched, or you choose.
+    target: Option<String>,
+
+    /// List the cameras found on the LAN over mDNS (_camcast._tcp) and exit.
+    #[arg(long, conflicts_with = "target")]
+    list: bool,
+
+    /// Seconds to listen for mDNS answers (--list, or no HOST).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    browse_secs: f64,
 
     #[command(flatten)]
     security: client::SecurityArgs,
@@ -98,6 +109,11 @@ struct Args {
 }
 
 impl Args {
+    /// The server to watch; after `discover`, always set.
+    fn target(&self) -> &str {
+        self.target.as_deref().unwrap_or_default()
+    }
+
     /// A window unless a headless mode was asked for.
     fn window_mode(&self) -> bool {
         !(self.stats
@@ -121,7 +137,7 @@ fn watch_in_window(
 ) -> ExitCode {
     let opts = feed::Options {
         client,
-        target: args.target.clone(),
+        target: args.target().to_string(),
         legacy: args.legacy,
         name: args.name.clone(),
         max_fps: args.max_fps,
@@ -198,7 +214,10 @@ fn classify(status: Status) -> Failure {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Err(code) = discover(&mut args) {
+        return code;
+    }
     let client = match args.security.options() {
         Ok(o) => o,
         Err(e) => {
@@ -224,7 +243,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args, options: client::ClientOptions) -> Result<(), Failure> {
     let timeout = args.connect_timeout();
-    let channel = client::connect_with(&args.target, &options, timeout)
+    let channel = client::connect_with(args.target(), &options, timeout)
         .await
         .map_err(|e| Failure::Connect(connect_error(&e)))?;
     if args.info {
@@ -315,7 +334,7 @@ async fn watch(channel: client::Conn, args: &Args) -> Result<(), Failure> {
     }
     let mut recording =
         match &args.record {
-            Some(path) => Some(Recording::start(path, &args.target).map_err(|e| {
+            Some(path) => Some(Recording::start(path, args.target()).map_err(|e| {
                 Failure::Output(format!("cannot record to {}: {e}", path.display()))
             })?),
             None => None,
@@ -491,4 +510,24 @@ fn connect_error(e: &client::ConnectError) -> String {
         cause = c.source();
     }
     text
+}
+
+/// `--list`, or no HOST: find cameras over mDNS (camcast::discovery) and fill in the target.
+/// `Err` carries the exit status when there is nothing more to do.
+fn discover(args: &mut Args) -> Result<(), ExitCode> {
+    use camcast::discovery;
+    let wait = Duration::from_secs_f64(args.browse_secs.clamp(0.1, 600.0));
+    if args.list {
+        return Err(ExitCode::from(discovery::list(wait)));
+    }
+    if args.target.is_none() {
+        match discovery::find_target(wait) {
+            Ok(target) => args.target = Some(target),
+            Err(e) => {
+                eprintln!("camcast-view: {e}");
+                return Err(ExitCode::from(e.exit_code()));
+            }
+        }
+    }
+    Ok(())
 }
