@@ -48,6 +48,8 @@ pub struct Advertisement {
     pub auth: Option<String>,
     /// `http=`: the HTTP/MJPEG port, when one is served.
     pub http_port: Option<u16>,
+    /// Whether the seed contract is served (`api=seed,v1`, else `api=v1`).
+    pub seed_contract: bool,
 }
 
 impl Advertisement {
@@ -75,6 +77,7 @@ impl Advertisement {
             tls: None,
             auth: None,
             http_port: None,
+            seed_contract: true,
         }
     }
 
@@ -83,7 +86,10 @@ impl Advertisement {
     pub fn txt(&self) -> Vec<(String, String)> {
         let mut txt = vec![
             ("txtvers".to_string(), "1".to_string()),
-            ("api".to_string(), API_VERSIONS.to_string()),
+            (
+                "api".to_string(),
+                if self.seed_contract { API_VERSIONS } else { "v1" }.to_string(),
+            ),
             ("camera".to_string(), truncate(&self.camera, MAX_TXT_VALUE)),
             ("res".to_string(), format!("{}x{}", self.width, self.height)),
             ("fps".to_string(), format!("{}", self.fps)),
@@ -656,6 +662,8 @@ mod tests {
             (m["tls"], m["auth"], m["http"], m["fps"]),
             ("1", "token", "8080", "30")
         );
+        a.seed_contract = false;
+        assert_eq!(txt_map(&a.txt())["api"], "v1");
     }
 
     #[test]

@@ -142,11 +142,19 @@ async fn run(
     // WATCHDOG=1 pings, STOPPING=1 once led_stop fires (shutdown began). No-op outside systemd.
     let sd_task = camcast::systemd::spawn(&status, led_stop.clone(), listener.local_addr()?);
     // mDNS/DNS-SD: announced now that the port is known, withdrawn as soon as shutdown begins.
-    let ad = Advertisement::new(
+    let mut ad = Advertisement::new(
         listener.local_addr()?,
         &selected.source.name(),
         &config.camera,
     );
+    // What a viewer needs to know before connecting: TLS, tokens, the HTTP port, the APIs.
+    ad.tls = Some(settings.tls.is_some());
+    ad.auth = settings.tokens.as_ref().map(|_| "token".to_string());
+    ad.http_port = match &http_listener {
+        Some(l) => Some(l.local_addr()?.port()),
+        None => None,
+    };
+    ad.seed_contract = settings.seed_contract;
     let mdns_task = config.mdns.then(|| discovery::spawn(ad, led_stop.clone()));
     let hub = Hub::new(
         selected.source,
