@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::hub::HubConfig;
 use crate::led::LedSpec;
 use crate::source::v4l2::{parse_control, FormatChoice};
-use crate::source::{pattern::PatternConfig, CameraRequest, SourceSpec};
+use crate::source::{chaos::ChaosConfig, pattern::PatternConfig, CameraRequest, SourceSpec};
 
 /// Largest message either side accepts: a 4K MJPEG frame can exceed tonic's 4 MiB default.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
@@ -116,6 +116,11 @@ pub struct Cli {
     /// `gpio:PIN[:active-low]` (BCM pin number) or `none` [default: sysfs:ACT].
     #[arg(long, value_name = "LED")]
     pub led: Option<LedSpec>,
+
+    /// Fault injection for `--source chaos:SOURCE` (testing only): probabilities per frame,
+    /// `error=P,stall=P,corrupt=P,seed=N` [default: error=0.01,stall=0.002,corrupt=0.02].
+    #[arg(long, value_name = "RATES", hide_short_help = true)]
+    pub chaos: Option<ChaosConfig>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -160,6 +165,7 @@ struct CameraSection {
     quality: Option<Quality>,
     always_on: Option<bool>,
     linger_secs: Option<Seconds>,
+    chaos: Option<ChaosConfig>,
 }
 
 /// The validated, merged configuration.
@@ -194,6 +200,7 @@ impl Default for Config {
                 device: None,
                 format: FormatChoice::Auto,
                 controls: Vec::new(),
+                chaos: ChaosConfig::default(),
             },
             hub: HubConfig::default(),
             max_name_len: 64,
@@ -260,6 +267,7 @@ impl Config {
                 device: cli.device.clone().or(c.device),
                 format: cli.format.or(c.format).unwrap_or(d.camera.format),
                 controls,
+                chaos: pick(cli.chaos, c.chaos).unwrap_or(d.camera.chaos),
             },
             hub: HubConfig {
                 max_viewers: pick(cli.max_viewers, s.max_viewers)
