@@ -1,6 +1,7 @@
 //! gRPC transport: the seed contract and camcast.v1 as two views of the same hub, plus the
 //! standard health and reflection services.
 
+pub mod request;
 mod seed;
 mod v1;
 
@@ -15,7 +16,7 @@ use tonic::Status;
 use tonic_health::ServingStatus;
 
 use crate::config::{MAX_FRAME_BYTES, MAX_REQUEST_BYTES};
-use crate::hub::{viewer_name, Hub, HubError, NameTooLong};
+use crate::hub::{Hub, HubError};
 use crate::pb;
 use crate::status::{State, StatusCell};
 
@@ -119,15 +120,6 @@ async fn track_health(health: tonic_health::server::HealthReporter, status: Stat
             .set_service_status(name, ServingStatus::NotServing)
             .await;
     }
-}
-
-/// Validates a viewer name from a request.
-fn checked_name(raw: &str, settings: &GrpcSettings) -> Result<String, Status> {
-    viewer_name(raw, settings.max_name_len).map_err(|NameTooLong { len, max }| {
-        Status::invalid_argument(format!(
-            "viewer name is {len} bytes; at most {max} are accepted"
-        ))
-    })
 }
 
 impl From<HubError> for Status {
