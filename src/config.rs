@@ -18,7 +18,7 @@ use crate::admission::ConnLimits;
 use crate::hub::HubConfig;
 use crate::led::LedSpec;
 use crate::source::v4l2::{parse_control, FormatChoice};
-use crate::source::{pattern::PatternConfig, CameraRequest, SourceSpec};
+use crate::source::{chaos::ChaosConfig, pattern::PatternConfig, CameraRequest, SourceSpec};
 use crate::tls::ServerTlsFiles;
 
 /// Largest message either side accepts: a 4K MJPEG frame can exceed tonic's 4 MiB default.
@@ -173,6 +173,11 @@ pub struct Cli {
     /// Do not advertise on the LAN over mDNS/DNS-SD (`_camcast._tcp`), which is on by default.
     #[arg(long)]
     pub no_mdns: bool,
+
+    /// Fault injection for `--source chaos:SOURCE` (testing only): probabilities per frame,
+    /// `error=P,stall=P,corrupt=P,seed=N` [default: error=0.01,stall=0.002,corrupt=0.02].
+    #[arg(long, value_name = "RATES", hide_short_help = true)]
+    pub chaos: Option<ChaosConfig>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -272,6 +277,7 @@ struct CameraSection {
     quality: Option<Quality>,
     always_on: Option<bool>,
     linger_secs: Option<Seconds>,
+    chaos: Option<ChaosConfig>,
 }
 
 /// The validated, merged configuration.
@@ -322,6 +328,7 @@ impl Default for Config {
                 device: None,
                 format: FormatChoice::Auto,
                 controls: Vec::new(),
+                chaos: ChaosConfig::default(),
             },
             hub: HubConfig::default(),
             max_name_len: 64,
@@ -402,6 +409,7 @@ impl Config {
                 device: cli.device.clone().or(c.device),
                 format: cli.format.or(c.format).unwrap_or(d.camera.format),
                 controls,
+                chaos: pick(cli.chaos, c.chaos).unwrap_or(d.camera.chaos),
             },
             hub: HubConfig {
                 max_viewers: pick(cli.max_viewers, s.max_viewers)

@@ -88,7 +88,12 @@ impl Advertisement {
             ("txtvers".to_string(), "1".to_string()),
             (
                 "api".to_string(),
-                if self.seed_contract { API_VERSIONS } else { "v1" }.to_string(),
+                if self.seed_contract {
+                    API_VERSIONS
+                } else {
+                    "v1"
+                }
+                .to_string(),
             ),
             ("camera".to_string(), truncate(&self.camera, MAX_TXT_VALUE)),
             ("res".to_string(), format!("{}x{}", self.width, self.height)),

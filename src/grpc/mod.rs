@@ -2,6 +2,7 @@
 //! standard health and reflection services.
 
 mod gate;
+pub mod request;
 mod seed;
 mod v1;
 
@@ -17,7 +18,7 @@ use tonic_health::ServingStatus;
 use crate::admission::Admission;
 use crate::auth::Tokens;
 use crate::config::{Config, MAX_FRAME_BYTES, MAX_REQUEST_BYTES};
-use crate::hub::{viewer_name, Hub, HubError, NameTooLong};
+use crate::hub::{Hub, HubError};
 use crate::pb;
 use crate::status::{State, StatusCell};
 use crate::tls::ServerTls;
@@ -176,15 +177,6 @@ async fn track_health(health: tonic_health::server::HealthReporter, status: Stat
             .set_service_status(name, ServingStatus::NotServing)
             .await;
     }
-}
-
-/// Validates a viewer name from a request.
-fn checked_name(raw: &str, settings: &GrpcSettings) -> Result<String, Status> {
-    viewer_name(raw, settings.max_name_len).map_err(|NameTooLong { len, max }| {
-        Status::invalid_argument(format!(
-            "viewer name is {len} bytes; at most {max} are accepted"
-        ))
-    })
 }
 
 impl From<HubError> for Status {

@@ -3,7 +3,8 @@
 use futures_util::stream;
 use tonic::{Request, Response, Status};
 
-use super::{checked_name, FrameStream, GrpcSettings};
+use super::request::checked_name;
+use super::{FrameStream, GrpcSettings};
 use crate::hub::{Api, Hub, ViewerInfo};
 use crate::pb::seed::{webcam_streaming_server::WebcamStreaming, CaptureImage, ClientName};
 
@@ -27,7 +28,7 @@ impl WebcamStreaming for SeedService {
         request: Request<ClientName>,
     ) -> Result<Response<Self::StartWebcamStreamingStream>, Status> {
         let addr = crate::admission::peer_addr(&request);
-        let name = checked_name(&request.get_ref().client_name, &self.settings)?;
+        let name = checked_name(&request.get_ref().client_name, self.settings.max_name_len)?;
         let sub = self.hub.connect(ViewerInfo {
             name,
             addr,

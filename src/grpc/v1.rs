@@ -3,7 +3,8 @@
 use futures_util::stream;
 use tonic::{Request, Response, Status};
 
-use super::{checked_name, FrameStream, GrpcSettings};
+use super::request::{checked_max_fps, checked_name};
+use super::{FrameStream, GrpcSettings};
 use crate::frame::{Frame as HubFrame, FrameOrigin};
 use crate::hub::{Api, Hub, HubReport, ViewerInfo};
 use crate::pb::v1::{self as pb, camera_server::Camera};
@@ -30,18 +31,12 @@ impl Camera for CameraService {
     ) -> Result<Response<Self::StreamFramesStream>, Status> {
         let addr = crate::admission::peer_addr(&request);
         let req = request.into_inner();
-        let name = checked_name(&req.viewer_name, &self.settings)?;
-        if !req.max_fps.is_finite() || req.max_fps < 0.0 {
-            return Err(Status::invalid_argument(format!(
-                "max_fps must be 0 (camera rate) or positive, got {}",
-                req.max_fps
-            )));
-        }
+        let name = checked_name(&req.viewer_name, self.settings.max_name_len)?;
         let sub = self.hub.connect(ViewerInfo {
             name,
             addr,
             api: Api::V1,
-            max_fps: req.max_fps,
+            max_fps: checked_max_fps(req.max_fps)?,
         })?;
         let frames = stream::unfold(sub, |mut sub| async move {
             let d = sub.next().await?;
@@ -55,7 +50,7 @@ impl Camera for CameraService {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::Frame>, Status> {
         let addr = crate::admission::peer_addr(&request);
-        let name = checked_name(&request.get_ref().viewer_name, &self.settings)?;
+        let name = checked_name(&request.get_ref().viewer_name, self.settings.max_name_len)?;
         let info = ViewerInfo {
             name,
             addr,

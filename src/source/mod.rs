@@ -3,6 +3,7 @@
 //! A source is driven from the hub's dedicated capture thread, so its methods may block.
 //! The hub knows nothing of V4L2 or libcamera; it only sees this trait.
 
+pub mod chaos;
 pub mod fake;
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
@@ -71,6 +72,8 @@ pub enum SourceSpec {
     V4l2(Option<PathBuf>),
     /// Camera N as libcamera numbers them (Pi CSI camera modules); needs the `libcamera` feature.
     Libcamera(usize),
+    /// `chaos:INNER`: INNER with faults injected at the `--chaos` rates (testing only).
+    Chaos(Box<SourceSpec>),
 }
 
 impl std::str::FromStr for SourceSpec {
@@ -83,6 +86,9 @@ impl std::str::FromStr for SourceSpec {
             "v4l2" => Ok(SourceSpec::V4l2(None)),
             "libcamera" => Ok(SourceSpec::Libcamera(0)),
             other => {
+                if let Some(inner) = other.strip_prefix("chaos:") {
+                    return inner.parse().map(|i| SourceSpec::Chaos(Box::new(i)));
+                }
                 if let Some(n) = other.strip_prefix("libcamera:") {
                     return n.parse().map(SourceSpec::Libcamera).map_err(|_| {
                         format!("libcamera camera number {n:?} is not a whole number")
@@ -111,6 +117,8 @@ pub struct CameraRequest {
     pub device: Option<PathBuf>,
     pub format: v4l2::FormatChoice,
     pub controls: Vec<(String, i64)>,
+    /// Fault rates for `--source chaos:...`.
+    pub chaos: chaos::ChaosConfig,
 }
 
 impl CameraRequest {
@@ -141,6 +149,13 @@ pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Result<Selected, String
     let pattern = || Box::new(pattern::TestPattern::new(req.pattern)) as Box<dyn FrameSource>;
     Ok(match spec {
         SourceSpec::Libcamera(n) => return libcamera_source(*n, req),
+        SourceSpec::Chaos(inner) => {
+            let inner = select(inner, req)?;
+            Selected {
+                source: Box::new(chaos::ChaosSource::new(inner.source, req.chaos)),
+                reason: format!("{}, with faults injected ({})", inner.reason, req.chaos),
+            }
+        }
         SourceSpec::TestPattern => Selected {
             source: pattern(),
             reason: "test-pattern requested".into(),
@@ -219,6 +234,11 @@ mod tests {
         assert_eq!("libcamera".parse(), Ok(SourceSpec::Libcamera(0)));
         assert_eq!("libcamera:1".parse(), Ok(SourceSpec::Libcamera(1)));
         assert!("libcamera:x".parse::<SourceSpec>().is_err());
+        assert_eq!(
+            "chaos:test-pattern".parse(),
+            Ok(SourceSpec::Chaos(Box::new(SourceSpec::TestPattern)))
+        );
+        assert!("chaos:webcam".parse::<SourceSpec>().is_err());
         let err = "webcam".parse::<SourceSpec>().unwrap_err();
         assert!(err.contains("expected auto"), "{err}");
     }
@@ -235,11 +255,20 @@ mod tests {
             device: Some("/dev/video-not-plugged-in".into()),
             format: v4l2::FormatChoice::Auto,
             controls: vec![],
+            chaos: chaos::ChaosConfig::default(),
         };
         let chosen = select(&SourceSpec::Auto, &req).unwrap();
         assert_eq!(chosen.source.name(), "v4l2:/dev/video-not-plugged-in");
         let chosen = select(&SourceSpec::TestPattern, &req).unwrap();
         assert_eq!(chosen.source.name(), "test-pattern");
+        let chaos = SourceSpec::Chaos(Box::new(SourceSpec::TestPattern));
+        let chosen = select(&chaos, &req).unwrap();
+        assert_eq!(chosen.source.name(), "chaos:test-pattern");
+        assert!(
+            chosen.reason.contains("faults injected"),
+            "{}",
+            chosen.reason
+        );
         #[cfg(not(feature = "libcamera"))]
         assert!(select(&SourceSpec::Libcamera(0), &req)
             .err()

@@ -1,0 +1,125 @@
+//! Everything the server does with a peer's request bytes before a handler acts on them: gRPC
+//! framing and protobuf decoding (tonic's own, with the server's size limit) and the checks on
+//! the decoded fields. Pure functions, shared by the handlers, the tests and the
+//! `grpc_request` fuzz target, so what is fuzzed is what serves.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use tonic::codec::{Codec, Streaming};
+use tonic::Status;
+
+use crate::config::MAX_REQUEST_BYTES;
+use crate::hub::{viewer_name, NameTooLong};
+
+/// Validates and sanitises a viewer name from a request (see [`viewer_name`]).
+pub fn checked_name(raw: &str, max_len: usize) -> Result<String, Status> {
+    viewer_name(raw, max_len).map_err(|NameTooLong { len, max }| {
+        Status::invalid_argument(format!(
+            "viewer name is {len} bytes; at most {max} are accepted"
+        ))
+    })
+}
+
+/// A viewer's requested frame-rate cap: 0 means the camera's rate.
+pub fn checked_max_fps(max_fps: f32) -> Result<f32, Status> {
+    if !max_fps.is_finite() || max_fps < 0.0 {
+        return Err(Status::invalid_argument(format!(
+            "max_fps must be 0 (camera rate) or positive, got {max_fps}"
+        )));
+    }
+    Ok(max_fps)
+}
+
+/// Decodes a request body (5-byte gRPC frame headers and messages) exactly as the server's
+/// services do: tonic's decoder with the prost codec, uncompressed, at most
+/// [`MAX_REQUEST_BYTES`] per message. Returns every message in the body, or the status the
+/// server would answer with.
+pub async fn decode_body<M>(body: Bytes) -> Result<Vec<M>, Status>
+where
+    M: prost::Message + Default + Send + 'static,
+{
+    let mut codec = tonic_prost::ProstCodec::<M, M>::default();
+    let mut stream = Streaming::new_request(
+        codec.decoder(),
+        Full::new(body),
+        None,
+        Some(MAX_REQUEST_BYTES),
+    );
+    let mut messages = Vec::new();
+    while let Some(m) = stream.message().await? {
+        messages.push(m);
+    }
+    Ok(messages)
+}
+
+/// A body of one uncompressed gRPC message: the 5-byte header, then the encoded message.
+pub fn frame(message: &impl prost::Message) -> Bytes {
+    let encoded = message.encode_to_vec();
+    let mut out = Vec::with_capacity(5 + encoded.len());
+    out.push(0); // not compressed
+    out.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    out.extend_from_slice(&encoded);
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb;
+    use futures_util::FutureExt;
+    use tonic::Code;
+
+    fn decode<M: prost::Message + Default + Send + 'static>(body: &[u8]) -> Result<Vec<M>, Status> {
+        decode_body(Bytes::copy_from_slice(body))
+            .now_or_never()
+            .expect("an in-memory body decodes without waiting")
+    }
+
+    #[test]
+    fn framed_requests_round_trip() {
+        let req = pb::v1::StreamRequest {
+            viewer_name: "kitchen".into(),
+            max_fps: 5.0,
+        };
+        let mut body = frame(&req).to_vec();
+        let decoded = decode::<pb::v1::StreamRequest>(&body).unwrap();
+        assert_eq!(decoded, std::slice::from_ref(&req));
+        body.extend_from_slice(&frame(&req));
+        assert_eq!(decode::<pb::v1::StreamRequest>(&body).unwrap().len(), 2);
+        assert!(decode::<pb::v1::StreamRequest>(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_framing_gets_a_status_not_a_panic() {
+        // Header cut short, message cut short, compressed flag without compression, oversized.
+        let cases: [(&[u8], Code); 4] = [
+            (&[0, 0, 0], Code::Internal),
+            (&[0, 0, 0, 0, 9, 1, 2], Code::Internal),
+            (&[1, 0, 0, 0, 0], Code::Internal),
+            (&[0, 0, 1, 0, 0], Code::OutOfRange),
+        ];
+        for (body, code) in cases {
+            let err = decode::<pb::seed::ClientName>(body).unwrap_err();
+            assert_eq!(err.code(), code, "{body:?}: {err}");
+        }
+        let garbage = [0, 0, 0, 0, 3, 0xff, 0xff, 0xff];
+        assert!(decode::<pb::seed::ClientName>(&garbage).is_err());
+    }
+
+    #[test]
+    fn fields_are_checked() {
+        assert_eq!(checked_name("a\nb", 8).unwrap(), "a\u{FFFD}b");
+        assert_eq!(
+            checked_name("too long", 3).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(checked_max_fps(0.0).unwrap(), 0.0);
+        assert_eq!(checked_max_fps(2.5).unwrap(), 2.5);
+        for bad in [f32::NAN, f32::INFINITY, -1.0, f32::NEG_INFINITY] {
+            assert_eq!(
+                checked_max_fps(bad).unwrap_err().code(),
+                Code::InvalidArgument
+            );
+        }
+    }
+}
