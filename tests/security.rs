@@ -449,3 +449,34 @@ async fn a_vanished_viewer_is_dropped_by_keepalive() {
     .await;
     server.stop().await.unwrap();
 }
+
+/// A viewer that stopped reading cannot take its final status; shutdown waits
+/// `drain_timeout` for it and then finishes, rather than hanging until the process watchdog.
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_viewer_that_stopped_reading() {
+    let settings = GrpcSettings {
+        drain_timeout: Duration::from_millis(500),
+        ..common::settings()
+    };
+    let server = TestServer::start_with(
+        common::pattern(1280, 720, 30.0),
+        HubConfig::default(),
+        settings,
+    )
+    .await;
+    let stalled = tonic::transport::Endpoint::from_shared(client::endpoint_uri(&server.target()))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut stream = FrameStream::open(client::untokened(stalled), false, "stalled", 0.0)
+        .await
+        .unwrap();
+    stream.next().await.unwrap().expect("first frame");
+    // Stop reading: the server fills the window and then can send nothing more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.stop().await.expect("shutdown finished");
+    drop(stream);
+}

@@ -30,6 +30,9 @@ pub use v1::CameraService;
 pub const SEED_SERVICE: &str = "WebcamStreaming";
 pub const V1_SERVICE: &str = "camcast.v1.Camera";
 
+/// Shutdown waits this long for connections, well inside the process's 10 s grace.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Transport settings and limits. Every limit a peer could push against is here, with its
 /// config key named in `deploy/camcast.toml`.
 #[derive(Debug, Clone)]
@@ -45,6 +48,8 @@ pub struct GrpcSettings {
     pub seed_contract: bool,
     pub tls: Option<ServerTls>,
     pub tokens: Option<Tokens>,
+    /// At shutdown, how long connections get to take their streams' final status.
+    pub drain_timeout: Duration,
     /// Per-address connections, handshake and idle timeouts; shared with the server's other
     /// listeners so a peer has one cap across ports.
     pub admission: Admission,
@@ -58,6 +63,7 @@ impl Default for GrpcSettings {
             keepalive_interval: d.keepalive_interval,
             keepalive_timeout: d.keepalive_timeout,
             snapshot_timeout: d.snapshot_timeout,
+            drain_timeout: DRAIN_TIMEOUT,
             admission: Admission::new(d.conn),
             max_streams_per_connection: d.max_streams_per_connection,
             max_request_bytes: MAX_REQUEST_BYTES,
@@ -77,6 +83,7 @@ impl GrpcSettings {
             keepalive_interval: c.keepalive_interval,
             keepalive_timeout: c.keepalive_timeout,
             snapshot_timeout: c.snapshot_timeout,
+            drain_timeout: DRAIN_TIMEOUT,
             admission: Admission::new(c.conn.clone()),
             max_streams_per_connection: c.max_streams_per_connection,
             max_request_bytes: c.max_request_bytes,
@@ -127,10 +134,13 @@ pub async fn serve(
             .max_decoding_message_size(settings.max_request_bytes);
 
     let incoming = settings.admission.incoming(listener);
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let stopped = stopping.clone();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: ending viewer streams");
         hub.shutdown().await;
+        stopped.cancel();
     };
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &settings.tls {
@@ -139,7 +149,7 @@ pub async fn serve(
             .timeout(settings.admission.limits().handshake_timeout);
         server = server.tls_config(config)?;
     }
-    server
+    let served = server
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
         .max_concurrent_streams(settings.max_streams_per_connection)
@@ -150,8 +160,18 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_optional_service(seed)
         .add_service(v1)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await
+        .serve_with_incoming_shutdown(incoming, signal);
+    // tonic waits for every connection to close. One whose viewer stopped reading cannot take
+    // its final status (HTTP/2 flow control), and a health Watch never ends: give them
+    // `drain_timeout`, then return and let the process exit.
+    let drain = settings.drain_timeout;
+    tokio::select! {
+        served = served => served,
+        () = async { stopping.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!("gRPC connections still open {drain:?} after shutdown (viewers not reading); leaving them");
+            Ok(())
+        }
+    }
 }
 
 /// Mirrors the appliance state into gRPC health: the camera services are NOT_SERVING while the
