@@ -91,7 +91,8 @@ pub struct Cli {
     #[arg(long)]
     pub quality: Option<Quality>,
 
-    /// Viewers admitted at once, across both APIs; more get RESOURCE_EXHAUSTED [default: 64].
+    /// Viewers admitted at once, across gRPC and HTTP; more get RESOURCE_EXHAUSTED (gRPC) or
+    /// 503 (HTTP) [default: 64].
     #[arg(long, value_name = "N")]
     pub max_viewers: Option<Count>,
 
@@ -156,8 +157,8 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Viewer tokens, one per line: every gRPC call (health excepted) must carry
-    /// `authorization: Bearer TOKEN`. `camcast gen-token` makes one.
+    /// Viewer tokens, one per line: every gRPC call and HTTP request (health excepted) must
+    /// carry `authorization: Bearer TOKEN` (HTTP also `?token=`). `camcast gen-token` makes one.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
