@@ -595,7 +595,7 @@ fn label_from(raw: &str) -> String {
 }
 
 /// gethostname(2): the unit's ProcSubset=pid hides /proc/sys/kernel/hostname.
-fn system_host_name() -> Option<String> {
+pub(crate) fn system_host_name() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its whole length; the result is NUL-terminated or cut
     // at the buffer's end, and both are handled below.

@@ -267,9 +267,7 @@ pub fn default_server_names() -> Vec<String> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
+    crate::discovery::system_host_name()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
 }
