@@ -262,23 +262,22 @@ impl tonic::transport::server::Connected for Admitted {
 
 /// The connection facts of a request, over plain TCP or TLS.
 pub fn conn_info<B>(req: &http::Request<B>) -> Option<&ConnInfo> {
-    let ext = req.extensions();
-    ext.get::<ConnInfo>().or_else(|| {
-        ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
-            .map(|t| t.get_ref())
-    })
+    conn_info_in(req.extensions())
 }
 
 /// The peer address of a gRPC request, whichever listener it came through.
 pub fn peer_addr<T>(req: &tonic::Request<T>) -> Option<SocketAddr> {
-    let ext = req.extensions();
-    ext.get::<ConnInfo>()
-        .or_else(|| {
-            ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
-                .map(|t| t.get_ref())
-        })
+    conn_info_in(req.extensions())
         .map(|c| c.remote)
         .or_else(|| req.remote_addr())
+}
+
+/// tonic stores our connect info as is on plain TCP, and wrapped on TLS.
+fn conn_info_in(ext: &http::Extensions) -> Option<&ConnInfo> {
+    ext.get::<ConnInfo>().or_else(|| {
+        ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
+            .map(|t| t.get_ref())
+    })
 }
 
 /// The admission state shared by every listener of one server, so a peer's connections

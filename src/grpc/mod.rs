@@ -17,7 +17,7 @@ use tonic_health::ServingStatus;
 
 use crate::admission::Admission;
 use crate::auth::Tokens;
-use crate::config::{Config, MAX_FRAME_BYTES, MAX_REQUEST_BYTES};
+use crate::config::{Config, MAX_FRAME_BYTES};
 use crate::hub::{Hub, HubError};
 use crate::pb;
 use crate::status::{State, StatusCell};
@@ -56,22 +56,9 @@ pub struct GrpcSettings {
 }
 
 impl Default for GrpcSettings {
+    /// The settings of a default config, without TLS or tokens.
     fn default() -> Self {
-        let d = Config::default();
-        GrpcSettings {
-            max_name_len: d.max_name_len,
-            keepalive_interval: d.keepalive_interval,
-            keepalive_timeout: d.keepalive_timeout,
-            snapshot_timeout: d.snapshot_timeout,
-            drain_timeout: DRAIN_TIMEOUT,
-            admission: Admission::new(d.conn),
-            max_streams_per_connection: d.max_streams_per_connection,
-            max_request_bytes: MAX_REQUEST_BYTES,
-            max_header_list_bytes: d.max_header_list_bytes,
-            seed_contract: true,
-            tls: None,
-            tokens: None,
-        }
+        GrpcSettings::new(&Config::default(), None, None)
     }
 }
 

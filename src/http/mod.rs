@@ -254,14 +254,12 @@ fn serve_connection(
     });
 }
 
-/// Frames go out as soon as they are written (no Nagle delay), the kernel holds only a few of
-/// them for a slow viewer, and a peer that stops acknowledging is dropped after
-/// `vanish_timeout`.
+/// The kernel holds only a few frames for a slow viewer, and a peer that stops acknowledging is
+/// dropped after `vanish_timeout`. (Admission already turned Nagle off, as for gRPC.)
 fn tune_socket(stream: &TcpStream, vanish_timeout: Duration) {
     let sock = socket2::SockRef::from(stream);
     let tuned = sock
-        .set_tcp_nodelay(true)
-        .and_then(|()| sock.set_send_buffer_size(SEND_BUFFER_BYTES))
+        .set_send_buffer_size(SEND_BUFFER_BYTES)
         .and_then(|()| sock.set_tcp_user_timeout(Some(vanish_timeout)));
     if let Err(e) = tuned {
         tracing::debug!(error = %e, "cannot tune an HTTP socket");
