@@ -5,14 +5,17 @@
 //! the same time) may be advertising too. Nothing is timed: a browse is repeated until the
 //! expected answer arrives or a generous deadline passes.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use camcast::config::Config;
 use camcast::discovery::{self, Advertisement, Found};
+use common::bin_command;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const BROWSE: Duration = Duration::from_secs(2);
@@ -24,18 +27,6 @@ fn exclusive() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A command for one of camcast's binaries, through CAMCAST_EXEC_WRAPPER (qemu-user) if set.
-fn bin_command(path: &str) -> Command {
-    match std::env::var("CAMCAST_EXEC_WRAPPER") {
-        Ok(wrapper) if !wrapper.is_empty() => {
-            let mut c = Command::new(wrapper);
-            c.arg(path);
-            c
-        }
-        _ => Command::new(path),
-    }
 }
 
 /// Browses until `pick` finds our camera, or panics at the deadline with what was seen.
@@ -129,44 +120,15 @@ fn advertisement_on_every_interface_gives_a_dialable_target() {
     advertise_browse_and_withdraw("[::]:0");
 }
 
-/// Starts `camcast` on 127.0.0.1:0 and returns it with its port (read from its log).
-#[allow(clippy::zombie_processes)] // waited for by the caller
+/// Starts `camcast` (320x240 at 15 fps) on 127.0.0.1:0 and returns it with its port (read from
+/// its log); the log is drained meanwhile. The caller waits for it.
 fn spawn_server(extra: &[&str]) -> (Child, u16) {
-    let mut child = bin_command(env!("CARGO_BIN_EXE_camcast"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--source",
-            "test-pattern",
-            "--size",
-            "320x240",
-            "--fps",
-            "15",
-            "--led",
-            "none",
-            "--log",
-            "info",
-        ])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn camcast");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            panic!("server exited before listening: {:?}", child.wait());
-        }
-        if let Some(rest) = line.split("addr=").nth(1) {
-            let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            // Keep draining the log so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in stderr.lines() {});
-            return (child, addr.port());
-        }
-    }
+    let args: Vec<&str> = ["--fps", "15"].iter().chain(extra).copied().collect();
+    let (child, addr, stderr) = common::spawn_server(&args);
+    let addr: SocketAddr = addr.parse().unwrap();
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    (child, addr.port())
 }
 
 fn stop(mut child: Child) {

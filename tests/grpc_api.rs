@@ -14,7 +14,6 @@ use common::{decode, eventually, TestServer};
 use futures_util::StreamExt;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
 #[tokio::test]
@@ -108,14 +107,8 @@ async fn twenty_concurrent_viewers_on_both_apis_all_decode() {
 async fn slow_viewer_neither_slows_others_nor_queues_on_the_server() {
     let server = TestServer::pattern(1280, 720, 15.0).await;
     // The stalled viewer advertises a small HTTP/2 window, like a congested phone on Wi-Fi.
-    let stalled_channel = Endpoint::from_shared(client::endpoint_uri(&server.target()))
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
-    let mut stalled = FrameStream::open(client::untokened(stalled_channel), false, "stalled", 0.0)
+    let stalled_channel = server.small_window_channel().await;
+    let mut stalled = FrameStream::open(stalled_channel, false, "stalled", 0.0)
         .await
         .unwrap();
     stalled.next().await.unwrap().expect("first frame");

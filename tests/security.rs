@@ -464,14 +464,8 @@ async fn shutdown_is_not_held_up_by_a_viewer_that_stopped_reading() {
         settings,
     )
     .await;
-    let stalled = tonic::transport::Endpoint::from_shared(client::endpoint_uri(&server.target()))
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
-    let mut stream = FrameStream::open(client::untokened(stalled), false, "stalled", 0.0)
+    let stalled = server.small_window_channel().await;
+    let mut stream = FrameStream::open(stalled, false, "stalled", 0.0)
         .await
         .unwrap();
     stream.next().await.unwrap().expect("first frame");

@@ -1,67 +1,12 @@
 //! The `camcast` binary as a process: start-up, a viewer, SIGTERM, exit status.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::io::BufRead;
 use std::time::Duration;
 
 use camcast::client::{self, FrameStream};
-
-/// A command for one of camcast's binaries. Under CAMCAST_EXEC_WRAPPER (e.g. qemu-aarch64-static
-/// when the suite itself runs under qemu-user) the binary is started through that wrapper.
-fn bin_command(path: &str) -> Command {
-    match std::env::var("CAMCAST_EXEC_WRAPPER") {
-        Ok(wrapper) if !wrapper.is_empty() => {
-            let mut c = Command::new(wrapper);
-            c.arg(path);
-            c
-        }
-        _ => Command::new(path),
-    }
-}
-
-/// Starts the server binary on an ephemeral port and returns it with the address it logged.
-/// The caller waits for the child; on a panic here the test fails and the harness reaps it.
-#[allow(clippy::zombie_processes)]
-fn spawn_server(
-    extra: &[&str],
-) -> (
-    std::process::Child,
-    String,
-    BufReader<std::process::ChildStderr>,
-) {
-    let mut child = bin_command(env!("CARGO_BIN_EXE_camcast"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--source",
-            "test-pattern",
-            "--size",
-            "320x240",
-            "--led",
-            "none",
-            "--log",
-            "info",
-        ])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn camcast");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!("server exited before listening: {status:?}");
-        }
-        if let Some(rest) = line.split("addr=").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().to_string();
-            return (child, addr, stderr);
-        }
-    }
-}
+use common::{bin_command, spawn_server};
 
 #[tokio::test]
 async fn sigterm_ends_streams_cleanly_and_exits_zero() {

@@ -83,6 +83,19 @@ impl TestServer {
             .expect("connect to test server")
     }
 
+    /// A connection with the smallest HTTP/2 windows, like a congested phone on Wi-Fi: a viewer
+    /// on it that stops reading stalls after about 64 KiB.
+    pub async fn small_window_channel(&self) -> Channel {
+        let channel = tonic::transport::Endpoint::from_shared(client::endpoint_uri(&self.target()))
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .unwrap();
+        client::untokened(channel)
+    }
+
     /// Triggers graceful shutdown and waits for the server to finish.
     pub async fn stop(mut self) -> Result<(), tonic::transport::Error> {
         let _ = self.stop.take().unwrap().send(());
@@ -90,6 +103,63 @@ impl TestServer {
             .await
             .expect("graceful shutdown finished in time")
             .expect("server task did not panic")
+    }
+}
+
+/// A command for one of camcast's binaries. Under CAMCAST_EXEC_WRAPPER (e.g. qemu-aarch64-static
+/// when the suite itself runs under qemu-user) the binary is started through that wrapper.
+pub fn bin_command(path: &str) -> std::process::Command {
+    match std::env::var("CAMCAST_EXEC_WRAPPER") {
+        Ok(wrapper) if !wrapper.is_empty() => {
+            let mut c = std::process::Command::new(wrapper);
+            c.arg(path);
+            c
+        }
+        _ => std::process::Command::new(path),
+    }
+}
+
+/// Starts the server binary on an ephemeral port and returns it with the address it logged.
+/// The caller waits for the child; on a panic here the test fails and the harness reaps it.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_server(
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::io::BufReader<std::process::ChildStderr>,
+) {
+    let mut child = bin_command(env!("CARGO_BIN_EXE_camcast"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--source",
+            "test-pattern",
+            "--size",
+            "320x240",
+            "--led",
+            "none",
+            "--log",
+            "info",
+        ])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn camcast");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("server exited before listening: {status:?}");
+        }
+        if let Some(rest) = line.split("addr=").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().to_string();
+            return (child, addr, stderr);
+        }
     }
 }
 
