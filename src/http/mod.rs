@@ -94,6 +94,8 @@ impl HttpSettings {
             // The same patience gRPC has for a peer that stopped answering its pings.
             vanish_timeout: c.keepalive_timeout,
             header_timeout: c.conn.handshake_timeout,
+            // Both ports drain for the same time at shutdown.
+            drain_timeout: grpc.drain_timeout,
             admission: grpc.admission.clone(),
             tokens: grpc.tokens.clone(),
             tls: grpc.tls.as_ref().map(|t| {
@@ -102,7 +104,6 @@ impl HttpSettings {
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
                 Arc::new(config)
             }),
-            ..HttpSettings::default()
         }
     }
 }
