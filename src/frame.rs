@@ -28,7 +28,9 @@ pub struct CapturedFrame {
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub jpeg: Bytes,
-    /// 1 for the first frame after capture (re)starts, then +1 per captured frame.
+    /// The hub's capture count: 1 for the first frame since the server started, then +1 per
+    /// captured frame. It does not restart when capture stops and starts again, so a viewer
+    /// can compare numbers across a camera outage.
     pub seq: u64,
     pub captured_at: SystemTime,
     pub width: u32,

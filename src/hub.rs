@@ -88,8 +88,49 @@ pub struct ViewerInfo {
     pub name: String,
     pub addr: Option<SocketAddr>,
     pub api: Api,
-    /// 0 = the camera's rate.
-    pub max_fps: f32,
+    /// The viewer's frame-rate cap, already checked.
+    pub max_fps: RateCap,
+}
+
+/// A viewer's frame-rate cap: gRPC's `max_fps` and HTTP's `?fps=` go through this one check,
+/// so every transport accepts the same values and answers nonsense with the same words.
+/// The bounds keep every interval derived from it a sane, representable `Duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RateCap(f32);
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("max_fps must be 0 (the camera's rate) or from {min} to {max} frames per second, got {0}", min = RateCap::MIN_FPS, max = RateCap::MAX_FPS)]
+pub struct BadRateCap(pub f32);
+
+impl RateCap {
+    /// No cap: the camera's rate.
+    pub const NONE: RateCap = RateCap(0.0);
+    /// One frame per 100 s: slower is not a video stream.
+    pub const MIN_FPS: f32 = 0.01;
+    /// Faster than any camera camcast drives.
+    pub const MAX_FPS: f32 = 1000.0;
+
+    /// `0` means no cap; anything else must lie in [`MIN_FPS`](Self::MIN_FPS)..=[`MAX_FPS`](Self::MAX_FPS).
+    pub fn new(fps: f32) -> Result<RateCap, BadRateCap> {
+        if fps == 0.0 || (Self::MIN_FPS..=Self::MAX_FPS).contains(&fps) {
+            Ok(RateCap(fps.abs()))
+        } else {
+            Err(BadRateCap(fps))
+        }
+    }
+
+    /// The cap in frames per second; 0 = none.
+    pub fn fps(self) -> f32 {
+        self.0
+    }
+
+    /// Shortest time between two deliveries, if capped. Checked arithmetic even though the
+    /// bounds make it infallible: this value comes from the network.
+    fn interval(self) -> Option<Duration> {
+        (self.0 > 0.0)
+            .then(|| Duration::try_from_secs_f64(1.0 / f64::from(self.0)).ok())
+            .flatten()
+    }
 }
 
 impl ViewerInfo {
@@ -281,47 +322,19 @@ impl Hub {
     }
 
     /// Admits a viewer, starting capture if it is the first.
+    ///
+    /// Everything that can fail happens before the viewer is registered, and the registration
+    /// is a guard from the moment it exists: no early return or panic can leak a slot.
     pub fn connect(&self, info: ViewerInfo) -> Result<Subscription, HubError> {
-        let s = &self.shared;
-        if s.closed.is_cancelled() {
-            return Err(HubError::ShuttingDown);
-        }
-        let mut viewers = s.viewers.lock().unwrap();
-        if viewers.len() >= s.cfg.max_viewers {
-            s.counters.viewers_rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(viewer = %info.name, addr = %info.addr_text(), api = info.api.as_str(),
-                max = s.cfg.max_viewers, "viewer rejected: limit reached");
-            return Err(HubError::Full {
-                max: s.cfg.max_viewers,
-            });
-        }
-        let id = s.next_viewer_id.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(ViewerEntry {
-            info,
-            connected_at: Instant::now(),
-            sent: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-            last_seq: AtomicU64::new(0),
-        });
-        viewers.insert(id, entry.clone());
-        let watching = viewers.len();
-        s.viewer_count.send_replace(watching);
-        drop(viewers);
-        s.counters.viewers_total.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(viewer = %entry.info.name, addr = %entry.info.addr_text(),
-            api = entry.info.api.as_str(), watching, "viewer connected");
-
-        let mut rx = s.frames.subscribe();
+        let min_interval = info.max_fps.interval();
+        let registration = Registration::new(self, info)?;
+        let mut rx = self.shared.frames.subscribe();
         if rx.borrow().is_some() {
             // Hand the newest frame over at once rather than after the next capture.
             rx.mark_changed();
         }
-        let min_interval = (entry.info.max_fps > 0.0)
-            .then(|| Duration::from_secs_f64(1.0 / f64::from(entry.info.max_fps)));
         Ok(Subscription {
-            hub: self.clone(),
-            id,
-            entry,
+            registration,
             rx,
             last_seq: None,
             min_interval,
@@ -355,8 +368,9 @@ impl Hub {
 
     pub fn report(&self) -> HubReport {
         let s = &self.shared;
-        // Sequence numbers are the capture count, so a viewer that has not read lately is
-        // behind by `newest - last_seq`: frames it has already missed, reported as skipped.
+        // Sequence numbers are the capture count, so a viewer that has not read lately has
+        // already missed the frames between its last one and the newest (which it may still
+        // get): `newest - last - 1`, reported as skipped. The sum never decreases.
         let newest = s.counters.frames_captured.load(Ordering::Relaxed);
         let viewers = s
             .viewers
@@ -368,7 +382,7 @@ impl Hub {
                 let behind = if last == 0 {
                     0
                 } else {
-                    newest.saturating_sub(last)
+                    newest.saturating_sub(last).saturating_sub(1)
                 };
                 ViewerReport {
                     info: v.info.clone(),
@@ -427,11 +441,73 @@ pub struct Delivery {
     pub skipped: u64,
 }
 
-/// One viewer's place at the hub. Dropping it disconnects the viewer.
-pub struct Subscription {
+/// A viewer's slot in the registry. It exists only while registered: creating it inserts the
+/// viewer, dropping it (on any path, panics included) removes it.
+struct Registration {
     hub: Hub,
     id: u64,
     entry: Arc<ViewerEntry>,
+}
+
+impl Registration {
+    fn new(hub: &Hub, info: ViewerInfo) -> Result<Registration, HubError> {
+        let s = &hub.shared;
+        if s.closed.is_cancelled() {
+            return Err(HubError::ShuttingDown);
+        }
+        let mut viewers = s.viewers.lock().unwrap();
+        if viewers.len() >= s.cfg.max_viewers {
+            s.counters.viewers_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(viewer = %info.name, addr = %info.addr_text(), api = info.api.as_str(),
+                max = s.cfg.max_viewers, "viewer rejected: limit reached");
+            return Err(HubError::Full {
+                max: s.cfg.max_viewers,
+            });
+        }
+        let id = s.next_viewer_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(ViewerEntry {
+            info,
+            connected_at: Instant::now(),
+            sent: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            last_seq: AtomicU64::new(0),
+        });
+        viewers.insert(id, entry.clone());
+        let watching = viewers.len();
+        drop(viewers);
+        let registration = Registration {
+            hub: hub.clone(),
+            id,
+            entry,
+        };
+        s.viewer_count.send_replace(watching);
+        s.counters.viewers_total.fetch_add(1, Ordering::Relaxed);
+        let e = &registration.entry;
+        tracing::info!(viewer = %e.info.name, addr = %e.info.addr_text(),
+            api = e.info.api.as_str(), watching, "viewer connected");
+        Ok(registration)
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let s = &self.hub.shared;
+        let mut viewers = s.viewers.lock().unwrap_or_else(|p| p.into_inner());
+        viewers.remove(&self.id);
+        let watching = viewers.len();
+        drop(viewers);
+        s.viewer_count.send_replace(watching);
+        let e = &self.entry;
+        tracing::info!(viewer = %e.info.name, addr = %e.info.addr_text(), api = e.info.api.as_str(),
+            frames_sent = e.sent.load(Ordering::Relaxed),
+            frames_skipped = e.skipped.load(Ordering::Relaxed),
+            seconds = format_args!("{:.1}", e.connected_at.elapsed().as_secs_f32()), watching, "viewer disconnected");
+    }
+}
+
+/// One viewer's place at the hub. Dropping it disconnects the viewer.
+pub struct Subscription {
+    registration: Registration,
     rx: watch::Receiver<Option<Frame>>,
     last_seq: Option<u64>,
     min_interval: Option<Duration>,
@@ -441,7 +517,7 @@ pub struct Subscription {
 impl Subscription {
     /// Waits for a frame newer than the previous one; `None` once the hub shuts down.
     pub async fn next(&mut self) -> Option<Delivery> {
-        let closed = self.hub.shared.closed.clone();
+        let closed = self.registration.hub.shared.closed.clone();
         if let (Some(min), Some(last)) = (self.min_interval, self.last_delivery) {
             tokio::select! {
                 biased;
@@ -464,31 +540,16 @@ impl Subscription {
                 .map_or(0, |last| frame.seq.saturating_sub(last + 1));
             self.last_seq = Some(frame.seq);
             self.last_delivery = Some(tokio::time::Instant::now());
-            self.entry.sent.fetch_add(1, Ordering::Relaxed);
-            self.entry.skipped.fetch_add(skipped, Ordering::Relaxed);
-            self.entry.last_seq.store(frame.seq, Ordering::Relaxed);
+            let entry = &self.registration.entry;
+            entry.sent.fetch_add(1, Ordering::Relaxed);
+            entry.skipped.fetch_add(skipped, Ordering::Relaxed);
+            entry.last_seq.store(frame.seq, Ordering::Relaxed);
             return Some(Delivery { frame, skipped });
         }
     }
 
     pub fn info(&self) -> &ViewerInfo {
-        &self.entry.info
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        let s = &self.hub.shared;
-        let mut viewers = s.viewers.lock().unwrap();
-        viewers.remove(&self.id);
-        let watching = viewers.len();
-        s.viewer_count.send_replace(watching);
-        drop(viewers);
-        let e = &self.entry;
-        tracing::info!(viewer = %e.info.name, addr = %e.info.addr_text(), api = e.info.api.as_str(),
-            frames_sent = e.sent.load(Ordering::Relaxed),
-            frames_skipped = e.skipped.load(Ordering::Relaxed),
-            seconds = format_args!("{:.1}", e.connected_at.elapsed().as_secs_f32()), watching, "viewer disconnected");
+        &self.registration.entry.info
     }
 }
 
@@ -533,10 +594,11 @@ fn capture_loop(shared: &Shared, mut source: Box<dyn FrameSource>) {
             Ok(mode) => run_started(shared, source.as_mut(), mode),
             Err(e) => Err((e, false)),
         };
-        source.stop();
-        shared.capturing.store(false, Ordering::SeqCst);
-        // A stale picture must not be shown to the next viewer as if it were live.
+        // A stale picture must not be shown to the next viewer as if it were live: clear it
+        // before the (possibly slow) stop, not after.
         shared.frames.send_replace(None);
+        shared.capturing.store(false, Ordering::SeqCst);
+        source.stop();
         match outcome {
             Ok(()) => {
                 backoff = shared.cfg.retry_min;
@@ -639,7 +701,7 @@ mod tests {
             name: name.into(),
             addr: None,
             api: Api::V1,
-            max_fps: 0.0,
+            max_fps: RateCap::NONE,
         }
     }
 
@@ -784,8 +846,8 @@ mod tests {
         let newest = report.counters.frames_captured;
         assert_eq!(
             slow_report.frames_skipped,
-            second.skipped + (newest - second.frame.seq),
-            "skipped = missed between reads + behind since the last read"
+            second.skipped + (newest - second.frame.seq).saturating_sub(1),
+            "skipped = missed between reads + missed since the last read"
         );
         hub.shutdown().await;
     }
@@ -794,7 +856,7 @@ mod tests {
     async fn max_fps_spaces_deliveries() {
         let (hub, _fake) = fake_hub(HubConfig::default());
         let mut info = viewer("throttled");
-        info.max_fps = 20.0;
+        info.max_fps = RateCap::new(20.0).unwrap();
         let mut sub = hub.connect(info).unwrap();
         let a = sub.next().await.unwrap();
         let t = tokio::time::Instant::now();

@@ -319,15 +319,25 @@ async fn malformed_and_oversized_requests_get_clear_errors_and_harm_nothing() {
         "{err}"
     );
 
-    // Nonsense frame-rate cap.
-    let err = client::camera_client(server.channel().await)
-        .stream_frames(pb::v1::StreamRequest {
-            viewer_name: "x".into(),
-            max_fps: -1.0,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+    // Nonsense frame-rate caps, including ones that once panicked after registering the viewer
+    // and leaked its slot (1e-30: `Duration::from_secs_f64` overflowed).
+    for max_fps in [-1.0, f32::NAN, f32::INFINITY, 1e-30, 1e-45, 0.009, 1e30] {
+        let err = client::camera_client(server.channel().await)
+            .stream_frames(pb::v1::StreamRequest {
+                viewer_name: "x".into(),
+                max_fps,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{max_fps}");
+        assert!(
+            err.message()
+                .contains("max_fps must be 0 (the camera's rate) or from 0.01 to 1000"),
+            "{max_fps}: {}",
+            err.message()
+        );
+    }
+    assert_eq!(server.hub.viewer_count(), 0, "no slot leaked");
 
     // Unknown method.
     let err = raw_call(

@@ -460,20 +460,22 @@ async fn stalled_reader_neither_slows_others_nor_queues_on_the_server() {
     servers.stop().await;
 }
 
+/// The words of the one frame-rate check shared by gRPC and HTTP.
+const RATE_RULE: &str = "max_fps must be 0 (the camera's rate) or from 0.01 to 1000";
+
 #[tokio::test]
 async fn bad_queries_get_400_with_a_clear_message_and_harm_nothing() {
     let servers = Servers::pattern(160, 120, 30.0).await;
     let long_name = "n".repeat(65);
     for (path, expected) in [
         ("/stream.mjpg?fps=abc", "fps"),
-        (
-            "/stream.mjpg?fps=-1",
-            "fps must be 0 (camera rate) or positive",
-        ),
-        (
-            "/stream.mjpg?fps=NaN",
-            "fps must be 0 (camera rate) or positive",
-        ),
+        ("/stream.mjpg?fps=-1", RATE_RULE),
+        ("/stream.mjpg?fps=NaN", RATE_RULE),
+        // Once a panic after registration that leaked a viewer slot per request (issue 12).
+        ("/stream.mjpg?fps=1e-30", RATE_RULE),
+        ("/stream.mjpg?fps=1e-45", RATE_RULE),
+        ("/stream.mjpg?fps=0.009", RATE_RULE),
+        ("/stream.mjpg?fps=1e30", RATE_RULE),
         (&format!("/stream.mjpg?name={long_name}"), "at most 64"),
         (&format!("/snapshot.jpg?name={long_name}"), "at most 64"),
     ] {
@@ -484,6 +486,7 @@ async fn bad_queries_get_400_with_a_clear_message_and_harm_nothing() {
     let (status, _, _) = send_method(servers.http, "POST", "/stream.mjpg").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(servers.grpc.hub.report().counters.viewers_total, 0);
+    assert_eq!(servers.grpc.hub.viewer_count(), 0, "no slot leaked");
 
     // A cache-buster is ignored, and a proper viewer is served.
     let mut ok = Mjpeg::open(servers.http, "/stream.mjpg?fps=0&t=123").await;

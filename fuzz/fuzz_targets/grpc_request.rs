@@ -71,9 +71,13 @@ fn check_name(raw: &str) {
 
 fn check_rate(max_fps: f32) {
     match checked_max_fps(max_fps) {
-        Ok(r) => assert!(r.is_finite() && r >= 0.0 && r == max_fps),
+        Ok(r) => {
+            let fps = r.fps();
+            assert!(fps == 0.0 || (0.01..=1000.0).contains(&fps));
+            assert_eq!(fps, max_fps.abs());
+        }
         Err(status) => {
-            assert!(!(max_fps.is_finite() && max_fps >= 0.0));
+            assert!(!(max_fps == 0.0 || (0.01..=1000.0).contains(&max_fps)));
             assert_eq!(status.code(), tonic::Code::InvalidArgument);
         }
     }

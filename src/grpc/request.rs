@@ -9,7 +9,7 @@ use tonic::codec::{Codec, Streaming};
 use tonic::Status;
 
 use crate::config::MAX_REQUEST_BYTES;
-use crate::hub::{viewer_name, NameTooLong};
+use crate::hub::{viewer_name, NameTooLong, RateCap};
 
 /// Validates and sanitises a viewer name from a request (see [`viewer_name`]).
 pub fn checked_name(raw: &str, max_len: usize) -> Result<String, Status> {
@@ -20,14 +20,9 @@ pub fn checked_name(raw: &str, max_len: usize) -> Result<String, Status> {
     })
 }
 
-/// A viewer's requested frame-rate cap: 0 means the camera's rate.
-pub fn checked_max_fps(max_fps: f32) -> Result<f32, Status> {
-    if !max_fps.is_finite() || max_fps < 0.0 {
-        return Err(Status::invalid_argument(format!(
-            "max_fps must be 0 (camera rate) or positive, got {max_fps}"
-        )));
-    }
-    Ok(max_fps)
+/// A viewer's requested frame-rate cap (see [`RateCap`]: the same check as HTTP's `?fps=`).
+pub fn checked_max_fps(max_fps: f32) -> Result<RateCap, Status> {
+    RateCap::new(max_fps).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// Decodes a request body (5-byte gRPC frame headers and messages) exactly as the server's
@@ -113,9 +108,22 @@ mod tests {
             checked_name("too long", 3).unwrap_err().code(),
             Code::InvalidArgument
         );
-        assert_eq!(checked_max_fps(0.0).unwrap(), 0.0);
-        assert_eq!(checked_max_fps(2.5).unwrap(), 2.5);
-        for bad in [f32::NAN, f32::INFINITY, -1.0, f32::NEG_INFINITY] {
+        assert_eq!(checked_max_fps(0.0).unwrap(), RateCap::NONE);
+        assert_eq!(checked_max_fps(-0.0).unwrap(), RateCap::NONE);
+        assert_eq!(checked_max_fps(2.5).unwrap().fps(), 2.5);
+        assert_eq!(checked_max_fps(0.01).unwrap().fps(), 0.01);
+        assert_eq!(checked_max_fps(1000.0).unwrap().fps(), 1000.0);
+        for bad in [
+            f32::NAN,
+            f32::INFINITY,
+            -1.0,
+            f32::NEG_INFINITY,
+            1e-30,
+            f32::MIN_POSITIVE / 2.0,
+            0.009,
+            1000.5,
+            f32::MAX,
+        ] {
             assert_eq!(
                 checked_max_fps(bad).unwrap_err().code(),
                 Code::InvalidArgument

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::request::checked_name;
 use super::{FrameStream, GrpcSettings};
-use crate::hub::{Api, Hub, ViewerInfo};
+use crate::hub::{Api, Hub, RateCap, ViewerInfo};
 use crate::pb::seed::{webcam_streaming_server::WebcamStreaming, CaptureImage, ClientName};
 
 pub struct SeedService {
@@ -33,7 +33,7 @@ impl WebcamStreaming for SeedService {
             name,
             addr,
             api: Api::Seed,
-            max_fps: 0.0,
+            max_fps: RateCap::NONE,
         })?;
         let frames = stream::unfold(sub, |mut sub| async move {
             let d = sub.next().await?;

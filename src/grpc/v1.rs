@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use super::request::{checked_max_fps, checked_name};
 use super::{FrameStream, GrpcSettings};
 use crate::frame::{Frame as HubFrame, FrameOrigin};
-use crate::hub::{Api, Hub, HubReport, ViewerInfo};
+use crate::hub::{Api, Hub, HubReport, RateCap, ViewerInfo};
 use crate::pb::v1::{self as pb, camera_server::Camera};
 use crate::status::State;
 
@@ -55,7 +55,7 @@ impl Camera for CameraService {
             name,
             addr,
             api: Api::Snapshot,
-            max_fps: 0.0,
+            max_fps: RateCap::NONE,
         };
         let frame = self
             .hub
@@ -117,7 +117,7 @@ fn info_to_pb(r: HubReport) -> pb::CameraInfo {
                 frames_sent: v.frames_sent,
                 frames_skipped: v.frames_skipped,
                 connected_ms: v.connected_for.as_millis() as u64,
-                max_fps: v.info.max_fps,
+                max_fps: v.info.max_fps.fps(),
             })
             .collect(),
         uptime_ms: r.uptime.as_millis() as u64,
@@ -128,6 +128,7 @@ fn info_to_pb(r: HubReport) -> pb::CameraInfo {
             capture_errors: r.counters.capture_errors,
             viewers_total: r.counters.viewers_total,
             viewers_rejected: r.counters.viewers_rejected,
+            panics: crate::panics::count(),
         }),
         version: env!("CARGO_PKG_VERSION").into(),
     }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::routes::{no_store, viewer_label, HttpError};
 use super::AppState;
 use crate::frame::Frame;
-use crate::hub::{Api, Subscription, ViewerInfo};
+use crate::hub::{Api, RateCap, Subscription, ViewerInfo};
 
 /// The multipart boundary (without the leading `--`).
 pub const BOUNDARY: &str = "camcastframe";
@@ -41,12 +41,8 @@ pub(super) async fn stream(
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Response, HttpError> {
     let Query(query) = query?;
-    let max_fps = query.fps.unwrap_or(0.0);
-    if !max_fps.is_finite() || max_fps < 0.0 {
-        return Err(HttpError::bad_request(format!(
-            "fps must be 0 (camera rate) or positive, got {max_fps}"
-        )));
-    }
+    let max_fps = RateCap::new(query.fps.unwrap_or(0.0))
+        .map_err(|e| HttpError::bad_request(format!("fps: {e}")))?;
     let sub = app.hub.connect(ViewerInfo {
         name: viewer_label(query.name.as_deref(), &headers, app.settings.max_name_len)?,
         addr: Some(addr),

@@ -119,7 +119,7 @@ pub(super) async fn snapshot(
         name: viewer_label(query.name.as_deref(), &headers, app.settings.max_name_len)?,
         addr: Some(addr),
         api: Api::Snapshot,
-        max_fps: 0.0,
+        max_fps: crate::hub::RateCap::NONE,
     };
     let frame = app
         .hub
@@ -150,6 +150,8 @@ pub(super) async fn info(State(app): State<AppState>) -> impl IntoResponse {
         "pixel_format": mode.map(|m| m.pixel_format.clone()),
         "viewers": r.viewers.len(),
         "uptime_s": r.uptime.as_secs(),
+        // Bugs: anything but 0 deserves a report (the log has each one).
+        "panics": crate::panics::count(),
         "version": env!("CARGO_PKG_VERSION"),
     });
     ([no_store()], Json(body))
