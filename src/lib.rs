@@ -9,6 +9,7 @@
 //! - [`hub`]: one capture loop per camera, newest-frame fan-out, viewer registry and limits.
 //! - [`status`]: the appliance state (starting, waiting, ready, streaming, fault).
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
+//! - [`panics`]: the panic hook: every panic logged once with context, and counted.
 //! - [`grpc`]: the seed `WebcamStreaming` contract and the `camcast.v1` API over tonic.
 //! - [`admission`]: connection admission: per-address caps, handshake and idle timeouts.
 //! - [`auth`]: viewer tokens, stored hashed and compared in constant time.
@@ -30,6 +31,7 @@ pub mod http;
 pub mod hub;
 pub mod jpeg;
 pub mod led;
+pub mod panics;
 pub mod source;
 pub mod status;
 pub mod systemd;

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config.log);
+    camcast::panics::install_hook();
     // Bad TLS files or token file are configuration errors: exit 2 before anything starts.
     let security = match load_security(&config) {
         Ok(s) => s,
