@@ -4,12 +4,14 @@
 //! - [`config`]: command-line flags and the optional TOML file, merged and validated once.
 //! - [`frame`]: the captured frame shared by every viewer, and JPEG sanity checks.
 //! - [`jpeg`]: JPEG structure checks and repair (missing Huffman tables, padding) for MJPEG passthrough.
-//! - [`source`]: where frames come from (test pattern, scripted fake; V4L2 and libcamera later).
+//! - [`source`]: where frames come from: V4L2 cameras, Pi camera modules through libcamera
+//!   (feature `libcamera`), the test pattern, a scripted fake, and a fault-injecting wrapper.
 //! - [`devices`]: what `camcast devices` lists: V4L2 nodes, their formats, sizes, rates and controls.
 //! - [`hub`]: one capture loop per camera, newest-frame fan-out, viewer registry and limits.
 //! - [`status`]: the appliance state (starting, waiting, ready, streaming, fault).
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
 //! - [`panics`]: the panic hook: every panic logged once with context, and counted.
+//! - [`systemd`]: sd_notify for the service: ready, status, watchdog pings, stopping.
 //! - [`grpc`]: the seed `WebcamStreaming` contract and the `camcast.v1` API over tonic.
 //! - [`admission`]: connection admission: per-address caps, handshake and idle timeouts.
 //! - [`auth`]: viewer tokens, stored hashed and compared in constant time.
