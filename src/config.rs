@@ -307,6 +307,9 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     /// How long a snapshot waits for a frame (camera start-up included).
     pub snapshot_timeout: Duration,
+    /// At shutdown, how long each port's connections get to finish (well inside the process's
+    /// 10 s grace).
+    pub drain_timeout: Duration,
     pub log: String,
     pub led: LedSpec,
     /// Advertise `_camcast._tcp` over mDNS.
@@ -343,6 +346,7 @@ impl Default for Config {
             tls: None,
             token_file: None,
             snapshot_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
             log: "info".into(),
             led: LedSpec::default(),
             mdns: true,
@@ -445,6 +449,7 @@ impl Config {
             tls,
             token_file: cli.token_file.clone().or(file.auth.token_file),
             snapshot_timeout: d.snapshot_timeout,
+            drain_timeout: d.drain_timeout,
             log: cli.log.clone().or(s.log).unwrap_or(d.log),
             led: cli.led.clone().or(s.led).unwrap_or(d.led),
             mdns: !cli.no_mdns && s.mdns.unwrap_or(d.mdns),

@@ -6,8 +6,9 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes};
-use camcast::admission::{Admission, ConnLimits};
+use camcast::admission::ConnLimits;
 use camcast::client::{self, FrameStream};
+use camcast::config::Config;
 use camcast::hub::HubConfig;
 use camcast::pb;
 use common::{decode, eventually, TestServer};
@@ -66,17 +67,14 @@ async fn v1_frames_carry_sequence_time_size_and_origin() {
 #[tokio::test]
 async fn twenty_concurrent_viewers_on_both_apis_all_decode() {
     // All twenty come from 127.0.0.1, above the default per-address cap of 16.
-    let mut settings = common::settings();
-    settings.admission = Admission::new(ConnLimits {
-        per_address: 32,
-        ..ConnLimits::default()
-    });
-    let server = TestServer::start_with(
-        common::pattern(320, 240, 30.0),
-        HubConfig::default(),
-        settings,
-    )
-    .await;
+    let config = Config {
+        conn: ConnLimits {
+            per_address: 32,
+            ..ConnLimits::default()
+        },
+        ..common::config()
+    };
+    let server = TestServer::launch(config, common::pattern(320, 240, 30.0)).await;
     let mut viewers = Vec::new();
     for i in 0..20 {
         let channel = server.channel().await;
