@@ -346,10 +346,10 @@ async fn churn_viewer(
     tokio::time::sleep(Duration::from_millis(rng.u64(0..1000))).await;
     while !stop.load(Ordering::SeqCst) {
         let stalled = matches!(role, Role::Stalled);
-        let legacy = rng.bool();
+        let tutorial_api = rng.bool();
         let conn = Conn::open(&addr, stalled).await;
         let opened = match &conn {
-            Ok(c) => FrameStream::open(c.channel.clone(), legacy, "churn", 0.0)
+            Ok(c) => FrameStream::open(c.channel.clone(), tutorial_api, "churn", 0.0)
                 .await
                 .ok(),
             Err(_) => None,

@@ -18,7 +18,7 @@ use crate::admission::ConnLimits;
 use crate::hub::HubConfig;
 use crate::led::LedSpec;
 use crate::source::v4l2::{parse_control, FormatChoice};
-use crate::source::{chaos::ChaosConfig, pattern::PatternConfig, CameraRequest, SourceSpec};
+use crate::source::{chaos::ChaosConfig, CameraRequest, CaptureSettings, SourceSpec};
 use crate::tls::ServerTlsFiles;
 
 /// Largest message either side accepts: a 4K MJPEG frame can exceed tonic's 4 MiB default.
@@ -33,8 +33,8 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
     about = "Serve a camera to the LAN over gRPC.",
     long_about = "Serve a camera to the LAN over gRPC.\n\n\
         camcast captures frames once and streams the newest one to every viewer. It speaks the \
-        original tutorial's `WebcamStreaming` contract (any stock grpcio client works) and the \
-        richer `camcast.v1.Camera` API, plus gRPC health and reflection (try `grpcurl -plaintext \
+        tutorial API (the original tutorial's `WebcamStreaming` service: any stock grpcio client \
+        works) and the richer `camcast.v1.Camera` API, plus gRPC health and reflection (try `grpcurl -plaintext \
         HOST:1234 list`).\n\n\
         With no camera it serves a moving test pattern, so `camcast` alone is a working server.",
     after_help = "Settings come from flags, then the --config file, then defaults.\n\
@@ -140,10 +140,10 @@ pub struct Cli {
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<Seconds>,
 
-    /// Do not serve the tutorial's `WebcamStreaming` contract (it predates tokens; stock
-    /// clients can still send one as metadata).
-    #[arg(long)]
-    pub no_seed: bool,
+    /// Do not serve the tutorial API, `WebcamStreaming` (it predates tokens; stock clients can
+    /// still send one as metadata). `--no-seed` is the old spelling.
+    #[arg(long, alias = "no-seed")]
+    pub no_tutorial_api: bool,
 
     /// TLS certificate chain (PEM); with --tls-key, serves TLS only. `camcast gen-cert` makes one.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -242,7 +242,9 @@ struct ServerSection {
     max_header_list_bytes: Option<ByteCount>,
     handshake_timeout_secs: Option<Seconds>,
     idle_timeout_secs: Option<Seconds>,
-    seed_contract: Option<bool>,
+    /// `seed_contract` is the old spelling.
+    #[serde(alias = "seed_contract")]
+    tutorial_api: Option<bool>,
     log: Option<String>,
     led: Option<LedSpec>,
     mdns: Option<bool>,
@@ -299,8 +301,8 @@ pub struct Config {
     pub max_streams_per_connection: u32,
     pub max_request_bytes: usize,
     pub max_header_list_bytes: u32,
-    /// Serve the seed `WebcamStreaming` contract.
-    pub seed_contract: bool,
+    /// Serve the tutorial API, `WebcamStreaming`.
+    pub tutorial_api: bool,
     /// TLS on, with these files.
     pub tls: Option<ServerTlsFiles>,
     /// Viewer tokens required, from this file.
@@ -323,7 +325,7 @@ impl Default for Config {
             http: None,
             source: SourceSpec::Auto,
             camera: CameraRequest {
-                pattern: PatternConfig {
+                capture: CaptureSettings {
                     width: 640,
                     height: 480,
                     fps: 30.0,
@@ -342,7 +344,7 @@ impl Default for Config {
             max_streams_per_connection: 32,
             max_request_bytes: MAX_REQUEST_BYTES,
             max_header_list_bytes: 16 * 1024,
-            seed_contract: true,
+            tutorial_api: true,
             tls: None,
             token_file: None,
             snapshot_timeout: Duration::from_secs(5),
@@ -389,7 +391,7 @@ impl Config {
         let tls = merge_tls(cli, file.tls)?;
         let keepalive_interval =
             pick(cli.keepalive, s.keepalive_secs).map_or(d.keepalive_interval, |s| s.0);
-        let dp = d.camera.pattern;
+        let dp = d.camera.capture;
         let size = cli.size.or(c.size).unwrap_or(Size {
             width: dp.width,
             height: dp.height,
@@ -405,7 +407,7 @@ impl Config {
             http: cli.http.or(file.http.listen),
             source: cli.source.clone().or(c.source).unwrap_or(d.source),
             camera: CameraRequest {
-                pattern: PatternConfig {
+                capture: CaptureSettings {
                     width: size.width,
                     height: size.height,
                     fps: cli.fps.or(c.fps).map_or(dp.fps, |f| f.0),
@@ -445,7 +447,7 @@ impl Config {
                 .map_or(d.max_request_bytes, |n| n.0),
             max_header_list_bytes: pick(cli.max_header_bytes, s.max_header_list_bytes)
                 .map_or(d.max_header_list_bytes, |n| n.0 as u32),
-            seed_contract: !cli.no_seed && s.seed_contract.unwrap_or(d.seed_contract),
+            tutorial_api: !cli.no_tutorial_api && s.tutorial_api.unwrap_or(d.tutorial_api),
             tls,
             token_file: cli.token_file.clone().or(file.auth.token_file),
             snapshot_timeout: d.snapshot_timeout,
@@ -611,9 +613,9 @@ mod tests {
         assert_eq!(c.listen, "[::]:1234".parse().unwrap());
         assert_eq!(
             (
-                c.camera.pattern.width,
-                c.camera.pattern.height,
-                c.camera.pattern.fps
+                c.camera.capture.width,
+                c.camera.capture.height,
+                c.camera.capture.fps
             ),
             (640, 480, 30.0)
         );
@@ -633,7 +635,7 @@ mod tests {
         .unwrap();
         let cli = Cli::parse_from(["camcast", "--config", path.to_str().unwrap(), "--fps", "10"]);
         let c = Config::load(&cli).unwrap();
-        let p = c.camera.pattern;
+        let p = c.camera.capture;
         assert_eq!(p.fps, 10.0, "flag wins");
         assert_eq!(c.hub.max_viewers, 5, "file wins over default");
         assert_eq!((p.width, p.height), (320, 240));
@@ -692,11 +694,11 @@ mod tests {
             ),
             (32, 16384, 16384)
         );
-        assert!(d.seed_contract && d.tls.is_none() && d.token_file.is_none());
+        assert!(d.tutorial_api && d.tls.is_none() && d.token_file.is_none());
         let c = Config::from_toml(
             "[server]\nmax_connections_per_address = 3\nmax_streams_per_connection = 4\n\
              max_request_bytes = 1024\nmax_header_list_bytes = 4096\nhandshake_timeout_secs = 2\n\
-             idle_timeout_secs = 30\nkeepalive_secs = 7\nseed_contract = false\n\
+             idle_timeout_secs = 30\nkeepalive_secs = 7\ntutorial_api = false\n\
              [tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nclient_ca = \"/ca.pem\"\n\
              [auth]\ntoken_file = \"/t\"\n",
         )
@@ -718,7 +720,7 @@ mod tests {
             ),
             (4, 1024, 4096)
         );
-        assert!(!c.seed_contract);
+        assert!(!c.tutorial_api);
         let tls = c.tls.unwrap();
         assert_eq!(tls.client_ca, Some(PathBuf::from("/ca.pem")));
         assert_eq!(c.token_file, Some(PathBuf::from("/t")));
@@ -750,7 +752,7 @@ mod tests {
                 d.max_header_list_bytes
             )
         );
-        assert_eq!(c.seed_contract, d.seed_contract);
+        assert_eq!(c.tutorial_api, d.tutorial_api);
         let enabled: String = text
             .lines()
             .map(|l| {
@@ -766,6 +768,22 @@ mod tests {
         let secured = Config::from_toml(&enabled).unwrap();
         assert!(secured.tls.unwrap().client_ca.is_some());
         assert!(secured.token_file.is_some());
+    }
+
+    /// The tutorial API's switch: flag and key, and their old spellings.
+    #[test]
+    fn tutorial_api_switch_and_its_old_spellings() {
+        assert!(Config::from_toml("").unwrap().tutorial_api);
+        for text in [
+            "[server]\ntutorial_api = false\n",
+            "[server]\nseed_contract = false\n",
+        ] {
+            assert!(!Config::from_toml(text).unwrap().tutorial_api, "{text}");
+        }
+        for flag in ["--no-tutorial-api", "--no-seed"] {
+            let cli = Cli::parse_from(["camcast", flag]);
+            assert!(!Config::load(&cli).unwrap().tutorial_api, "{flag}");
+        }
     }
 
     #[test]

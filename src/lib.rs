@@ -10,7 +10,7 @@
 //! - [`status`]: the appliance state (starting, waiting, ready, streaming, fault).
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
 //! - [`panics`]: the panic hook: every panic logged once with context, and counted.
-//! - [`grpc`]: the seed `WebcamStreaming` contract and the `camcast.v1` API over tonic.
+//! - [`grpc`]: the tutorial API (`WebcamStreaming`) and the `camcast.v1` API over tonic.
 //! - [`admission`]: connection admission: per-address caps, handshake and idle timeouts.
 //! - [`protection`]: what guards every port (admission, TLS, tokens), built once per server.
 //! - [`auth`]: viewer tokens, stored hashed and compared in constant time.
@@ -45,8 +45,8 @@ pub mod view;
 
 /// Generated protobuf/gRPC code.
 pub mod pb {
-    /// The seed contract (no proto package).
-    pub mod seed {
+    /// The tutorial API, `WebcamStreaming` (no proto package).
+    pub mod tutorial {
         tonic::include_proto!("_");
     }
     /// The versioned API.

@@ -320,16 +320,16 @@ fn advertisement(
     ad.tls = Some(protection.tls.is_some());
     ad.auth = protection.tokens.as_ref().map(|_| "token".to_string());
     ad.http_port = addrs.http.map(|a| a.port());
-    ad.seed_contract = config.seed_contract;
+    ad.tutorial_api = config.tutorial_api;
     ad
 }
 
 /// One line saying what is served and how it is protected.
 fn log_serving(addr: SocketAddr, config: &Config, protection: &Protection) {
-    let apis = if config.seed_contract {
-        "WebcamStreaming (seed), camcast.v1.Camera, health, reflection"
+    let apis = if config.tutorial_api {
+        "the tutorial API (WebcamStreaming), camcast.v1.Camera, health, reflection"
     } else {
-        "camcast.v1.Camera, health, reflection (seed contract off)"
+        "camcast.v1.Camera, health, reflection (tutorial API off)"
     };
     let tls = match &protection.tls {
         Some(t) if t.client_ca_pem.is_some() => "on, client certificates required",

@@ -43,11 +43,13 @@ impl Rig {
         }
     }
 
-    async fn viewer(&self, legacy: bool, name: &str) -> FrameStream {
+    async fn viewer(&self, tutorial_api: bool, name: &str) -> FrameStream {
         let channel = camcast::client::connect(&self.target, Duration::from_secs(5))
             .await
             .unwrap();
-        FrameStream::open(channel, legacy, name, 0.0).await.unwrap()
+        FrameStream::open(channel, tutorial_api, name, 0.0)
+            .await
+            .unwrap()
     }
 
     async fn finish(self) {
@@ -68,7 +70,7 @@ async fn viewers_keep_getting_valid_frames_through_random_faults() {
     let rig = Rig::start(source, Duration::from_millis(20)).await;
     let mut viewers = [
         rig.viewer(false, "v1").await,
-        rig.viewer(true, "seed").await,
+        rig.viewer(true, "tutorial").await,
     ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut last_seq = 0;

@@ -1,5 +1,5 @@
 //! Transport security and limits against the real server on loopback: TLS (server-only and
-//! mutual), viewer tokens, the seed-contract switch, and every limit a peer can push against.
+//! mutual), viewer tokens, the tutorial-API switch, and every limit a peer can push against.
 
 mod common;
 
@@ -40,8 +40,8 @@ async fn dial(server: &TestServer, opts: &ClientOptions) -> Result<Conn, client:
     client::connect_with(&server.target(), opts, WAIT).await
 }
 
-async fn watch_frames(conn: Conn, legacy: bool, n: usize) -> Result<(), tonic::Status> {
-    let mut stream = FrameStream::open(conn, legacy, "security-test", 0.0).await?;
+async fn watch_frames(conn: Conn, tutorial_api: bool, n: usize) -> Result<(), tonic::Status> {
+    let mut stream = FrameStream::open(conn, tutorial_api, "security-test", 0.0).await?;
     for _ in 0..n {
         let f = stream.next().await?.expect("a frame");
         assert_eq!(decode(&f.jpeg), (320, 240));
@@ -197,9 +197,9 @@ async fn tokens_gate_every_api_but_health() {
     };
 
     for token in [None, Some("viewer-token-0123456789abcdeX")] {
-        for legacy in [false, true] {
+        for tutorial_api in [false, true] {
             let conn = dial(&server, &opts(token)).await.unwrap();
-            let e = watch_frames(conn, legacy, 1).await.unwrap_err();
+            let e = watch_frames(conn, tutorial_api, 1).await.unwrap_err();
             assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
             assert!(!e.message().contains("0123456789"), "{}", e.message());
         }
@@ -233,9 +233,9 @@ async fn tokens_gate_every_api_but_health() {
 }
 
 #[tokio::test]
-async fn seed_contract_can_be_switched_off() {
+async fn tutorial_api_can_be_switched_off() {
     let config = Config {
-        seed_contract: false,
+        tutorial_api: false,
         ..common::config()
     };
     let server = server(config).await;

@@ -17,7 +17,7 @@ fn options(target: String, name: &str, record: Option<std::path::PathBuf>) -> Op
     Options {
         target,
         client: Default::default(),
-        legacy: false,
+        tutorial_api: false,
         name: name.into(),
         max_fps: 0.0,
         connect_timeout: Duration::from_secs(2),

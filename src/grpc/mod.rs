@@ -1,9 +1,9 @@
-//! gRPC transport: the seed contract and camcast.v1 as two views of the same hub, plus the
+//! gRPC transport: the tutorial API and camcast.v1 as two views of the same hub, plus the
 //! standard health and reflection services.
 
 mod gate;
 pub mod request;
-mod seed;
+mod tutorial;
 mod v1;
 
 use std::future::Future;
@@ -21,11 +21,11 @@ use crate::pb;
 use crate::protection::Protection;
 use crate::status::{State, StatusCell};
 
-pub use seed::SeedService;
+pub use tutorial::TutorialService;
 pub use v1::CameraService;
 
 /// Fully qualified gRPC service names, as health checks and reflection know them.
-pub const SEED_SERVICE: &str = "WebcamStreaming";
+pub const TUTORIAL_SERVICE: &str = "WebcamStreaming";
 pub const V1_SERVICE: &str = "camcast.v1.Camera";
 
 /// Transport settings and limits. Every limit a peer could push against is here or in the
@@ -40,7 +40,8 @@ pub struct GrpcSettings {
     pub max_streams_per_connection: u32,
     pub max_request_bytes: usize,
     pub max_header_list_bytes: u32,
-    pub seed_contract: bool,
+    /// Serve the tutorial's `WebcamStreaming` service.
+    pub tutorial_api: bool,
     /// At shutdown, how long connections get to take their streams' final status.
     pub drain_timeout: Duration,
 }
@@ -64,7 +65,7 @@ impl GrpcSettings {
             max_streams_per_connection: c.max_streams_per_connection,
             max_request_bytes: c.max_request_bytes,
             max_header_list_bytes: c.max_header_list_bytes,
-            seed_contract: c.seed_contract,
+            tutorial_api: c.tutorial_api,
         }
     }
 }
@@ -96,8 +97,8 @@ pub async fn serve(
         .build_v1alpha()
         .expect("descriptor set compiled by build.rs is valid");
 
-    let seed = settings.seed_contract.then(|| {
-        pb::seed::webcam_streaming_server::WebcamStreamingServer::new(SeedService::new(
+    let tutorial = settings.tutorial_api.then(|| {
+        pb::tutorial::webcam_streaming_server::WebcamStreamingServer::new(TutorialService::new(
             hub.clone(),
             settings.clone(),
         ))
@@ -132,7 +133,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_optional_service(seed)
+        .add_optional_service(tutorial)
         .add_service(v1)
         .serve_with_incoming_shutdown(incoming, signal);
     // tonic waits for every connection to close. One whose viewer stopped reading cannot take
@@ -158,7 +159,7 @@ async fn track_health(health: tonic_health::server::HealthReporter, status: Stat
             State::WaitingForCamera | State::Fault => ServingStatus::NotServing,
             _ => ServingStatus::Serving,
         };
-        for name in [SEED_SERVICE, V1_SERVICE] {
+        for name in [TUTORIAL_SERVICE, V1_SERVICE] {
             health.set_service_status(name, serving).await;
         }
         tokio::select! {
@@ -166,7 +167,7 @@ async fn track_health(health: tonic_health::server::HealthReporter, status: Stat
             _ = hub.closed() => break,
         }
     }
-    for name in ["", SEED_SERVICE, V1_SERVICE] {
+    for name in ["", TUTORIAL_SERVICE, V1_SERVICE] {
         health
             .set_service_status(name, ServingStatus::NotServing)
             .await;

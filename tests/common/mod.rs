@@ -11,8 +11,8 @@ use camcast::hub::{Hub, HubConfig};
 use camcast::led::LedSpec;
 use camcast::protection::Protection;
 use camcast::server::{Listeners, Server, ServerError};
-use camcast::source::pattern::{PatternConfig, TestPattern};
-use camcast::source::{FrameSource, Selected};
+use camcast::source::pattern::TestPattern;
+use camcast::source::{CaptureSettings, FrameSource, Selected};
 use camcast::status::StatusCell;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,7 @@ pub struct TestServer {
 }
 
 pub fn pattern(width: u32, height: u32, fps: f64) -> Box<dyn FrameSource> {
-    Box::new(TestPattern::new(PatternConfig {
+    Box::new(TestPattern::new(CaptureSettings {
         width,
         height,
         fps,
