@@ -23,7 +23,7 @@ use crate::frame::{looks_like_jpeg, Frame};
 use crate::source::{FrameSource, Mode, SourceError};
 use crate::status::{State, Status, StatusCell};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HubConfig {
     /// Viewers (streams and in-flight snapshots, all APIs) admitted at once.
     pub max_viewers: usize,
