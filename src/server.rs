@@ -4,10 +4,10 @@
 //!
 //! The `camcast` binary calls [`run`]; the integration tests call the same [`Server::run`]
 //! (through [`Server::new`], to choose their own source and watch the hub). The caller binds
-//! the ports, so tests can use port 0, and owns the token. Cancelling it shuts the server down
-//! in order: the mDNS advertisement is withdrawn, the hub ends every viewer stream and stops
-//! capture (once, for every transport), the transports stop accepting and drain, the LED is
-//! switched off.
+//! the ports, so tests can use port 0, and owns the token. Cancelling it shuts every part down
+//! at once: the mDNS advertisement is withdrawn, the hub ends every viewer stream and stops
+//! capture (once, for every transport), the transports stop accepting and drain (each for at
+//! most its drain time), systemd hears STOPPING=1, the LED is switched off.
 //!
 //! A transport that stops by itself (a TLS setting its server rejects, a panic) cancels the
 //! token too: everything else stops and `run` returns an error naming that transport, so the
