@@ -239,7 +239,10 @@ fn spawn_server(args: &Args) -> (Child, String, PathBuf) {
         .args(["--log", "warn", "--fps", &args.fps.to_string()])
         .args(["--max-viewers", &(args.viewers + 16).to_string()])
         // Every viewer dials from 127.0.0.1: lift the per-address cap with the viewer cap.
-        .args(["--max-conns-per-addr", &(args.viewers + 16).to_string()])
+        .args([
+            "--max-connections-per-address",
+            &(args.viewers + 16).to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("server log file"));
     if let Some(c) = &args.chaos {
@@ -346,10 +349,10 @@ async fn churn_viewer(
     tokio::time::sleep(Duration::from_millis(rng.u64(0..1000))).await;
     while !stop.load(Ordering::SeqCst) {
         let stalled = matches!(role, Role::Stalled);
-        let legacy = rng.bool();
+        let tutorial_api = rng.bool();
         let conn = Conn::open(&addr, stalled).await;
         let opened = match &conn {
-            Ok(c) => FrameStream::open(c.channel.clone(), legacy, "churn", 0.0)
+            Ok(c) => FrameStream::open(c.channel.clone(), tutorial_api, "churn", 0.0)
                 .await
                 .ok(),
             Err(_) => None,

@@ -242,14 +242,14 @@ fn tls_connector(
     }))
 }
 
-/// A frame as a viewer receives it. The seed contract carries only the JPEG.
+/// A frame as a viewer receives it. The tutorial API carries only the JPEG.
 #[derive(Debug, Clone)]
 pub struct Received {
     pub jpeg: Bytes,
     pub seq: Option<u64>,
     pub captured_at: Option<SystemTime>,
     pub size: Option<(u32, u32)>,
-    /// Frames skipped before this one (always 0 on the seed contract, which cannot say).
+    /// Frames skipped before this one (always 0 on the tutorial API, which cannot say).
     pub skipped: u64,
 }
 
@@ -273,27 +273,27 @@ impl From<pb::v1::Frame> for Received {
     }
 }
 
-/// A live stream over either contract.
+/// A live stream over either API.
 pub enum FrameStream {
     V1(Streaming<pb::v1::Frame>),
-    Seed(Streaming<pb::seed::CaptureImage>),
+    Tutorial(Streaming<pb::tutorial::CaptureImage>),
 }
 
 impl FrameStream {
-    /// Opens a stream. `legacy` selects the seed contract (which ignores `max_fps`).
+    /// Opens a stream. `tutorial_api` selects the tutorial API (which ignores `max_fps`).
     pub async fn open(
         channel: Conn,
-        legacy: bool,
+        tutorial_api: bool,
         name: &str,
         max_fps: f32,
     ) -> Result<FrameStream, Status> {
-        if legacy {
-            let mut c = pb::seed::webcam_streaming_client::WebcamStreamingClient::new(channel)
+        if tutorial_api {
+            let mut c = pb::tutorial::webcam_streaming_client::WebcamStreamingClient::new(channel)
                 .max_decoding_message_size(MAX_FRAME_BYTES);
-            let req = pb::seed::ClientName {
+            let req = pb::tutorial::ClientName {
                 client_name: name.into(),
             };
-            Ok(FrameStream::Seed(
+            Ok(FrameStream::Tutorial(
                 c.start_webcam_streaming(req).await?.into_inner(),
             ))
         } else {
@@ -314,7 +314,7 @@ impl FrameStream {
     pub async fn next(&mut self) -> Result<Option<Received>, Status> {
         Ok(match self {
             FrameStream::V1(s) => s.message().await?.map(Received::from),
-            FrameStream::Seed(s) => s.message().await?.map(|m| Received {
+            FrameStream::Tutorial(s) => s.message().await?.map(|m| Received {
                 jpeg: m.image_bytes,
                 seq: None,
                 captured_at: None,

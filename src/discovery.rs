@@ -19,7 +19,8 @@ use crate::source::CameraRequest;
 
 /// The DNS-SD service type camcast servers register.
 pub const SERVICE_TYPE: &str = "_camcast._tcp.local.";
-/// The gRPC APIs every camcast server speaks, as listed in the `api` TXT key.
+/// The gRPC APIs every camcast server speaks, as listed in the `api` TXT key. `seed` is the
+/// tutorial API's token on the wire, kept as older viewers parse it.
 pub const API_VERSIONS: &str = "seed,v1";
 /// How long `camcast-view` listens for answers by default.
 pub const DEFAULT_BROWSE: Duration = Duration::from_secs(2);
@@ -48,8 +49,9 @@ pub struct Advertisement {
     pub auth: Option<String>,
     /// `http=`: the HTTP/MJPEG port, when one is served.
     pub http_port: Option<u16>,
-    /// Whether the seed contract is served (`api=seed,v1`, else `api=v1`).
-    pub seed_contract: bool,
+    /// Whether the tutorial API is served (`api=seed,v1`, else `api=v1`; older viewers parse
+    /// `seed`, so the TXT value keeps that spelling).
+    pub tutorial_api: bool,
 }
 
 impl Advertisement {
@@ -71,13 +73,13 @@ impl Advertisement {
             host: truncate(&host, MAX_LABEL - suffix.len()) + &suffix,
             listen,
             camera: camera.to_string(),
-            width: request.pattern.width,
-            height: request.pattern.height,
-            fps: request.pattern.fps,
+            width: request.capture.width,
+            height: request.capture.height,
+            fps: request.capture.fps,
             tls: None,
             auth: None,
             http_port: None,
-            seed_contract: true,
+            tutorial_api: true,
         }
     }
 
@@ -88,7 +90,7 @@ impl Advertisement {
             ("txtvers".to_string(), "1".to_string()),
             (
                 "api".to_string(),
-                if self.seed_contract {
+                if self.tutorial_api {
                     API_VERSIONS
                 } else {
                     "v1"
@@ -667,7 +669,7 @@ mod tests {
             (m["tls"], m["auth"], m["http"], m["fps"]),
             ("1", "token", "8080", "30")
         );
-        a.seed_contract = false;
+        a.tutorial_api = false;
         assert_eq!(txt_map(&a.txt())["api"], "v1");
     }
 

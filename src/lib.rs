@@ -12,11 +12,14 @@
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
 //! - [`panics`]: the panic hook: every panic logged once with context, and counted.
 //! - [`systemd`]: sd_notify for the service: ready, status, watchdog pings, stopping.
-//! - [`grpc`]: the seed `WebcamStreaming` contract and the `camcast.v1` API over tonic.
+//! - [`grpc`]: the tutorial API (`WebcamStreaming`) and the `camcast.v1` API over tonic.
 //! - [`admission`]: connection admission: per-address caps, handshake and idle timeouts.
+//! - [`protection`]: what guards every port (admission, TLS, tokens), built once per server.
 //! - [`auth`]: viewer tokens, stored hashed and compared in constant time.
 //! - [`tls`]: TLS identities for the server, `gen-cert`, and the viewer's trust settings.
 //! - [`http`]: the browser page, `/stream.mjpg`, `/snapshot.jpg` and `/healthz` over axum.
+//! - [`server`]: the whole server wired in one place and shut down as one, for the binary and
+//!   the tests alike.
 //! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
 //! - [`discovery`]: mDNS/DNS-SD: the server's advertisement, and finding cameras on the LAN.
 //! - [`view`]: `camcast-view`'s desktop window, reconnecting feed and Matroska recording.
@@ -34,6 +37,8 @@ pub mod hub;
 pub mod jpeg;
 pub mod led;
 pub mod panics;
+pub mod protection;
+pub mod server;
 pub mod source;
 pub mod status;
 pub mod systemd;
@@ -42,8 +47,8 @@ pub mod view;
 
 /// Generated protobuf/gRPC code.
 pub mod pb {
-    /// The seed contract (no proto package).
-    pub mod seed {
+    /// The tutorial API, `WebcamStreaming` (no proto package).
+    pub mod tutorial {
         tonic::include_proto!("_");
     }
     /// The versioned API.

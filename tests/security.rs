@@ -1,5 +1,5 @@
 //! Transport security and limits against the real server on loopback: TLS (server-only and
-//! mutual), viewer tokens, the seed-contract switch, and every limit a peer can push against.
+//! mutual), viewer tokens, the tutorial-API switch, and every limit a peer can push against.
 
 mod common;
 
@@ -7,26 +7,21 @@ use std::error::Error;
 use std::path::Path;
 use std::time::Duration;
 
-use camcast::admission::{Admission, ConnLimits};
+use camcast::admission::ConnLimits;
 use camcast::auth::Tokens;
 use camcast::client::{self, ClientOptions, Conn, FrameStream};
-use camcast::grpc::GrpcSettings;
-use camcast::hub::HubConfig;
+use camcast::config::Config;
 use camcast::pb;
-use camcast::tls::{self, CertKind, ClientTlsOptions, ServerTls, ServerTlsFiles};
+use camcast::protection::Protection;
+use camcast::tls::{self, CertKind, ClientTlsOptions, ServerTlsFiles};
 use common::{decode, eventually, TestServer};
 use tonic::Code;
 
 const TOKEN: &str = "viewer-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn server(settings: GrpcSettings) -> TestServer {
-    TestServer::start_with(
-        common::pattern(320, 240, 30.0),
-        HubConfig::default(),
-        settings,
-    )
-    .await
+async fn server(config: Config) -> TestServer {
+    TestServer::launch(config, common::pattern(320, 240, 30.0)).await
 }
 
 /// The error and all its sources, for matching on the root cause.
@@ -45,8 +40,8 @@ async fn dial(server: &TestServer, opts: &ClientOptions) -> Result<Conn, client:
     client::connect_with(&server.target(), opts, WAIT).await
 }
 
-async fn watch_frames(conn: Conn, legacy: bool, n: usize) -> Result<(), tonic::Status> {
-    let mut stream = FrameStream::open(conn, legacy, "security-test", 0.0).await?;
+async fn watch_frames(conn: Conn, tutorial_api: bool, n: usize) -> Result<(), tonic::Status> {
+    let mut stream = FrameStream::open(conn, tutorial_api, "security-test", 0.0).await?;
     for _ in 0..n {
         let f = stream.next().await?.expect("a frame");
         assert_eq!(decode(&f.jpeg), (320, 240));
@@ -59,15 +54,15 @@ fn cert(dir: &Path, kind: CertKind, names: &[&str]) {
     tls::generate(dir, kind, &names, false).unwrap();
 }
 
-fn tls_settings(server_dir: &Path, client_ca: Option<&Path>) -> GrpcSettings {
+fn tls_settings(server_dir: &Path, client_ca: Option<&Path>) -> Config {
     let files = ServerTlsFiles {
         cert: server_dir.join("cert.pem"),
         key: server_dir.join("key.pem"),
         client_ca: client_ca.map(|d| d.join("cert.pem")),
     };
-    GrpcSettings {
-        tls: Some(ServerTls::load(&files, &[b"h2"]).unwrap()),
-        ..common::settings()
+    Config {
+        tls: Some(files),
+        ..common::config()
     }
 }
 
@@ -190,20 +185,21 @@ async fn mutual_tls_requires_a_known_viewer_certificate() {
 
 #[tokio::test]
 async fn tokens_gate_every_api_but_health() {
-    let settings = GrpcSettings {
+    let config = common::config();
+    let protection = Protection {
         tokens: Some(Tokens::parse(TOKEN, "test").unwrap()),
-        ..common::settings()
+        ..Protection::load(&config).unwrap()
     };
-    let server = server(settings).await;
+    let server = TestServer::launch_with(config, protection, common::pattern(320, 240, 30.0)).await;
     let opts = |token: Option<&str>| ClientOptions {
         tls: None,
         token: token.map(str::to_string),
     };
 
     for token in [None, Some("viewer-token-0123456789abcdeX")] {
-        for legacy in [false, true] {
+        for tutorial_api in [false, true] {
             let conn = dial(&server, &opts(token)).await.unwrap();
-            let e = watch_frames(conn, legacy, 1).await.unwrap_err();
+            let e = watch_frames(conn, tutorial_api, 1).await.unwrap_err();
             assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
             assert!(!e.message().contains("0123456789"), "{}", e.message());
         }
@@ -237,12 +233,12 @@ async fn tokens_gate_every_api_but_health() {
 }
 
 #[tokio::test]
-async fn seed_contract_can_be_switched_off() {
-    let settings = GrpcSettings {
-        seed_contract: false,
-        ..common::settings()
+async fn tutorial_api_can_be_switched_off() {
+    let config = Config {
+        tutorial_api: false,
+        ..common::config()
     };
-    let server = server(settings).await;
+    let server = server(config).await;
     let e = watch_frames(server.channel().await, true, 1)
         .await
         .unwrap_err();
@@ -253,10 +249,10 @@ async fn seed_contract_can_be_switched_off() {
     server.stop().await.unwrap();
 }
 
-fn limited(limits: ConnLimits) -> GrpcSettings {
-    GrpcSettings {
-        admission: Admission::new(limits),
-        ..common::settings()
+fn limited(limits: ConnLimits) -> Config {
+    Config {
+        conn: limits,
+        ..common::config()
     }
 }
 
@@ -279,11 +275,11 @@ async fn admitted(server: &TestServer) -> bool {
 
 #[tokio::test]
 async fn connections_per_address_are_capped_and_slots_come_back() {
-    let settings = limited(ConnLimits {
+    let config = limited(ConnLimits {
         per_address: 2,
         ..ConnLimits::default()
     });
-    let server = server(settings).await;
+    let server = server(config).await;
     let a = one_frame(server.channel().await).await.unwrap();
     let _b = one_frame(server.channel().await).await.unwrap();
     assert!(!admitted(&server).await, "a third connection is refused");
@@ -295,11 +291,11 @@ async fn connections_per_address_are_capped_and_slots_come_back() {
 #[tokio::test]
 async fn silent_connections_are_closed_after_the_handshake_timeout() {
     use tokio::io::AsyncReadExt;
-    let settings = limited(ConnLimits {
+    let config = limited(ConnLimits {
         handshake_timeout: Duration::from_millis(300),
         ..ConnLimits::default()
     });
-    let server = server(settings).await;
+    let server = server(config).await;
     let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     // The server speaks first (its HTTP/2 settings), then hangs up on the silent client.
     let mut seen = Vec::new();
@@ -321,12 +317,12 @@ async fn silent_connections_are_closed_after_the_handshake_timeout() {
 
 #[tokio::test]
 async fn idle_connections_are_closed_but_watching_ones_are_not() {
-    let settings = limited(ConnLimits {
+    let config = limited(ConnLimits {
         per_address: 1,
         idle_timeout: Duration::from_millis(500),
         ..ConnLimits::default()
     });
-    let server = server(settings).await;
+    let server = server(config).await;
 
     // A watching viewer outlives several idle periods.
     let mut watching = one_frame(server.channel().await).await.unwrap();
@@ -349,11 +345,11 @@ async fn idle_connections_are_closed_but_watching_ones_are_not() {
 
 #[tokio::test]
 async fn streams_per_connection_are_capped() {
-    let settings = GrpcSettings {
+    let config = Config {
         max_streams_per_connection: 2,
-        ..common::settings()
+        ..common::config()
     };
-    let server = server(settings).await;
+    let server = server(config).await;
     let conn = server.channel().await;
     let mut first = one_frame(conn.clone()).await.unwrap();
     let _second = one_frame(conn.clone()).await.unwrap();
@@ -374,13 +370,13 @@ async fn streams_per_connection_are_capped() {
 
 #[tokio::test]
 async fn header_and_request_sizes_are_capped() {
-    let settings = GrpcSettings {
+    let config = Config {
         max_header_list_bytes: 2048,
         max_request_bytes: 256,
         max_name_len: 1000,
-        ..common::settings()
+        ..common::config()
     };
-    let server = server(settings).await;
+    let server = server(config).await;
     let info = |pad: usize| {
         let mut req = tonic::Request::new(pb::v1::GetInfoRequest::default());
         req.metadata_mut()
@@ -432,12 +428,12 @@ async fn freezable_proxy(
 
 #[tokio::test]
 async fn a_vanished_viewer_is_dropped_by_keepalive() {
-    let settings = GrpcSettings {
+    let config = Config {
         keepalive_interval: Duration::from_millis(300),
         keepalive_timeout: Duration::from_millis(500),
-        ..common::settings()
+        ..common::config()
     };
-    let server = server(settings).await;
+    let server = server(config).await;
     let (via, freeze) = freezable_proxy(server.addr).await;
     let conn = client::connect(&via, WAIT).await.unwrap();
     let _stream = one_frame(conn).await.unwrap();
@@ -454,16 +450,11 @@ async fn a_vanished_viewer_is_dropped_by_keepalive() {
 /// `drain_timeout` for it and then finishes, rather than hanging until the process watchdog.
 #[tokio::test]
 async fn shutdown_is_not_held_up_by_a_viewer_that_stopped_reading() {
-    let settings = GrpcSettings {
+    let config = Config {
         drain_timeout: Duration::from_millis(500),
-        ..common::settings()
+        ..common::config()
     };
-    let server = TestServer::start_with(
-        common::pattern(1280, 720, 30.0),
-        HubConfig::default(),
-        settings,
-    )
-    .await;
+    let server = TestServer::launch(config, common::pattern(1280, 720, 30.0)).await;
     let stalled = server.small_window_channel().await;
     let mut stream = FrameStream::open(stalled, false, "stalled", 0.0)
         .await

@@ -1,9 +1,9 @@
-//! gRPC transport: the seed contract and camcast.v1 as two views of the same hub, plus the
+//! gRPC transport: the tutorial API and camcast.v1 as two views of the same hub, plus the
 //! standard health and reflection services.
 
 mod gate;
 pub mod request;
-mod seed;
+mod tutorial;
 mod v1;
 
 use std::future::Future;
@@ -15,26 +15,21 @@ use tokio::net::TcpListener;
 use tonic::Status;
 use tonic_health::ServingStatus;
 
-use crate::admission::Admission;
-use crate::auth::Tokens;
 use crate::config::{Config, MAX_FRAME_BYTES};
 use crate::hub::{Hub, HubError};
 use crate::pb;
+use crate::protection::Protection;
 use crate::status::{State, StatusCell};
-use crate::tls::ServerTls;
 
-pub use seed::SeedService;
+pub use tutorial::TutorialService;
 pub use v1::CameraService;
 
 /// Fully qualified gRPC service names, as health checks and reflection know them.
-pub const SEED_SERVICE: &str = "WebcamStreaming";
+pub const TUTORIAL_SERVICE: &str = "WebcamStreaming";
 pub const V1_SERVICE: &str = "camcast.v1.Camera";
 
-/// Shutdown waits this long for connections, well inside the process's 10 s grace.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Transport settings and limits. Every limit a peer could push against is here, with its
-/// config key named in `deploy/camcast.toml`.
+/// Transport settings and limits. Every limit a peer could push against is here or in the
+/// shared [`Protection`], with its config key named in `deploy/camcast.toml`.
 #[derive(Debug, Clone)]
 pub struct GrpcSettings {
     pub max_name_len: usize,
@@ -45,52 +40,47 @@ pub struct GrpcSettings {
     pub max_streams_per_connection: u32,
     pub max_request_bytes: usize,
     pub max_header_list_bytes: u32,
-    pub seed_contract: bool,
-    pub tls: Option<ServerTls>,
-    pub tokens: Option<Tokens>,
+    /// Serve the tutorial's `WebcamStreaming` service.
+    pub tutorial_api: bool,
     /// At shutdown, how long connections get to take their streams' final status.
     pub drain_timeout: Duration,
-    /// Per-address connections, handshake and idle timeouts; shared with the server's other
-    /// listeners so a peer has one cap across ports.
-    pub admission: Admission,
 }
 
 impl Default for GrpcSettings {
-    /// The settings of a default config, without TLS or tokens.
+    /// The settings of a default config.
     fn default() -> Self {
-        GrpcSettings::new(&Config::default(), None, None)
+        GrpcSettings::new(&Config::default())
     }
 }
 
 impl GrpcSettings {
-    /// The settings from a validated config plus the loaded TLS identity and tokens.
-    pub fn new(c: &Config, tls: Option<ServerTls>, tokens: Option<Tokens>) -> Self {
+    /// The settings from a validated config.
+    pub fn new(c: &Config) -> Self {
         GrpcSettings {
             max_name_len: c.max_name_len,
             keepalive_interval: c.keepalive_interval,
             keepalive_timeout: c.keepalive_timeout,
             snapshot_timeout: c.snapshot_timeout,
-            drain_timeout: DRAIN_TIMEOUT,
-            admission: Admission::new(c.conn.clone()),
+            drain_timeout: c.drain_timeout,
             max_streams_per_connection: c.max_streams_per_connection,
             max_request_bytes: c.max_request_bytes,
             max_header_list_bytes: c.max_header_list_bytes,
-            seed_contract: c.seed_contract,
-            tls,
-            tokens,
+            tutorial_api: c.tutorial_api,
         }
     }
 }
 
 type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Serves every gRPC service on `listener` until `shutdown` resolves; then ends all viewer
-/// streams with an OK status, waits for connections to finish and stops the capture thread.
+/// Serves every gRPC service on `listener`, under `protection`, until `shutdown` resolves; then
+/// stops accepting and waits for connections to finish (viewer streams end with an OK status
+/// when the hub shuts down, which is the caller's job: see [`crate::server`]).
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
     status: StatusCell,
     settings: GrpcSettings,
+    protection: Protection,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -107,8 +97,8 @@ pub async fn serve(
         .build_v1alpha()
         .expect("descriptor set compiled by build.rs is valid");
 
-    let seed = settings.seed_contract.then(|| {
-        pb::seed::webcam_streaming_server::WebcamStreamingServer::new(SeedService::new(
+    let tutorial = settings.tutorial_api.then(|| {
+        pb::tutorial::webcam_streaming_server::WebcamStreamingServer::new(TutorialService::new(
             hub.clone(),
             settings.clone(),
         ))
@@ -120,20 +110,18 @@ pub async fn serve(
             .max_encoding_message_size(MAX_FRAME_BYTES)
             .max_decoding_message_size(settings.max_request_bytes);
 
-    let incoming = settings.admission.incoming(listener);
+    let incoming = protection.admission.incoming(listener);
     let stopping = tokio_util::sync::CancellationToken::new();
     let stopped = stopping.clone();
     let signal = async move {
         shutdown.await;
-        tracing::info!("shutting down: ending viewer streams");
-        hub.shutdown().await;
         stopped.cancel();
     };
     let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = &settings.tls {
+    if let Some(tls) = &protection.tls {
         let config = tls
             .tonic_config()
-            .timeout(settings.admission.limits().handshake_timeout);
+            .timeout(protection.admission.limits().handshake_timeout);
         server = server.tls_config(config)?;
     }
     let served = server
@@ -141,11 +129,11 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
         .max_concurrent_streams(settings.max_streams_per_connection)
         .http2_max_header_list_size(settings.max_header_list_bytes)
-        .layer(gate::GateLayer::new(settings.tokens.clone()))
+        .layer(gate::GateLayer::new(protection.tokens.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_optional_service(seed)
+        .add_optional_service(tutorial)
         .add_service(v1)
         .serve_with_incoming_shutdown(incoming, signal);
     // tonic waits for every connection to close. One whose viewer stopped reading cannot take
@@ -171,7 +159,7 @@ async fn track_health(health: tonic_health::server::HealthReporter, status: Stat
             State::WaitingForCamera | State::Fault => ServingStatus::NotServing,
             _ => ServingStatus::Serving,
         };
-        for name in [SEED_SERVICE, V1_SERVICE] {
+        for name in [TUTORIAL_SERVICE, V1_SERVICE] {
             health.set_service_status(name, serving).await;
         }
         tokio::select! {
@@ -179,7 +167,7 @@ async fn track_health(health: tonic_health::server::HealthReporter, status: Stat
             _ = hub.closed() => break,
         }
     }
-    for name in ["", SEED_SERVICE, V1_SERVICE] {
+    for name in ["", TUTORIAL_SERVICE, V1_SERVICE] {
         health
             .set_service_status(name, ServingStatus::NotServing)
             .await;

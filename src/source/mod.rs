@@ -108,11 +108,23 @@ impl std::str::FromStr for SourceSpec {
     }
 }
 
+/// The picture asked of every source: size, rate and the quality of JPEGs camcast encodes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CaptureSettings {
+    /// Even, validated by config.
+    pub width: u32,
+    /// Even, validated by config.
+    pub height: u32,
+    pub fps: f64,
+    /// libjpeg-turbo quality, 1..=100.
+    pub quality: u8,
+}
+
 /// Everything the sources need to know about the requested picture.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CameraRequest {
-    /// Size, rate and JPEG quality; also the test pattern's settings.
-    pub pattern: pattern::PatternConfig,
+    /// Size, rate and JPEG quality, for whichever source is chosen.
+    pub capture: CaptureSettings,
     /// `--device`, if given.
     pub device: Option<PathBuf>,
     pub format: v4l2::FormatChoice,
@@ -123,7 +135,7 @@ pub struct CameraRequest {
 
 impl CameraRequest {
     fn v4l2(&self, device: PathBuf) -> Box<dyn FrameSource> {
-        let p = &self.pattern;
+        let p = &self.capture;
         Box::new(v4l2::V4l2Source::new(v4l2::V4l2Config {
             device,
             width: p.width,
@@ -146,7 +158,7 @@ pub struct Selected {
 /// still selected: the hub waits for it, as a service should when the camera is unplugged.
 /// Fails only for a source this build cannot provide.
 pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Result<Selected, String> {
-    let pattern = || Box::new(pattern::TestPattern::new(req.pattern)) as Box<dyn FrameSource>;
+    let pattern = || Box::new(pattern::TestPattern::new(req.capture)) as Box<dyn FrameSource>;
     Ok(match spec {
         SourceSpec::Libcamera(n) => return libcamera_source(*n, req),
         SourceSpec::Chaos(inner) => {
@@ -189,7 +201,7 @@ pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Result<Selected, String
 
 #[cfg(feature = "libcamera")]
 fn libcamera_source(camera: usize, req: &CameraRequest) -> Result<Selected, String> {
-    let p = &req.pattern;
+    let p = &req.capture;
     let cfg = libcamera::LibcameraConfig {
         width: p.width,
         height: p.height,
@@ -246,7 +258,7 @@ mod tests {
     #[test]
     fn a_named_device_is_selected_even_when_absent() {
         let req = CameraRequest {
-            pattern: pattern::PatternConfig {
+            capture: CaptureSettings {
                 width: 320,
                 height: 240,
                 fps: 15.0,

@@ -7,19 +7,8 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
-use super::{pacer::Pacer, FrameSource, Mode, SourceError};
+use super::{pacer::Pacer, CaptureSettings, FrameSource, Mode, SourceError};
 use crate::frame::{CapturedFrame, FrameOrigin};
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PatternConfig {
-    /// Even, validated by config.
-    pub width: u32,
-    /// Even, validated by config.
-    pub height: u32,
-    pub fps: f64,
-    /// libjpeg-turbo quality, 1..=100.
-    pub quality: u8,
-}
 
 /// Colour bars in (Y, U, V), BT.601 limited range: white, yellow, cyan, green, magenta, red,
 /// blue, black.
@@ -38,7 +27,7 @@ pub const BARS: [(u8, u8, u8); 8] = [
 const SCROLL_PX_PER_FRAME: usize = 4;
 
 pub struct TestPattern {
-    cfg: PatternConfig,
+    cfg: CaptureSettings,
     canvas: Canvas,
     running: Option<Running>,
 }
@@ -51,7 +40,7 @@ struct Running {
 }
 
 impl TestPattern {
-    pub fn new(cfg: PatternConfig) -> Self {
+    pub fn new(cfg: CaptureSettings) -> Self {
         TestPattern {
             canvas: Canvas::new(cfg.width as usize, cfg.height as usize),
             cfg,
@@ -266,7 +255,7 @@ mod tests {
 
     #[test]
     fn frames_decode_at_the_configured_size() {
-        let mut src = TestPattern::new(PatternConfig {
+        let mut src = TestPattern::new(CaptureSettings {
             width: 320,
             height: 240,
             fps: 1000.0,

@@ -6,21 +6,21 @@ use tonic::{Request, Response, Status};
 use super::request::checked_name;
 use super::{FrameStream, GrpcSettings};
 use crate::hub::{Api, Hub, RateCap, ViewerInfo};
-use crate::pb::seed::{webcam_streaming_server::WebcamStreaming, CaptureImage, ClientName};
+use crate::pb::tutorial::{webcam_streaming_server::WebcamStreaming, CaptureImage, ClientName};
 
-pub struct SeedService {
+pub struct TutorialService {
     hub: Hub,
     settings: GrpcSettings,
 }
 
-impl SeedService {
+impl TutorialService {
     pub fn new(hub: Hub, settings: GrpcSettings) -> Self {
-        SeedService { hub, settings }
+        TutorialService { hub, settings }
     }
 }
 
 #[tonic::async_trait]
-impl WebcamStreaming for SeedService {
+impl WebcamStreaming for TutorialService {
     type StartWebcamStreamingStream = FrameStream<CaptureImage>;
 
     async fn start_webcam_streaming(
@@ -32,7 +32,7 @@ impl WebcamStreaming for SeedService {
         let sub = self.hub.connect(ViewerInfo {
             name,
             addr,
-            api: Api::Seed,
+            api: Api::Tutorial,
             max_fps: RateCap::NONE,
         })?;
         let frames = stream::unfold(sub, |mut sub| async move {
