@@ -35,3 +35,15 @@ apt_install() {
   # Waits for another apt (a parallel job) rather than failing on its lock.
   as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}"
 }
+
+# The one aarch64 release build that CI ships: `cross build --release --target
+# aarch64-unknown-linux-gnu` (.ci/cross-build) in its own target directory, so that cross's
+# container build and host cargo builds do not keep invalidating each other's artefacts.
+# .ci/cross-check tests these binaries, .ci/deb packages camcast, the SD image installs that package.
+cross_target_dir() {
+  local t=${CARGO_TARGET_DIR:-target}
+  case $t in /*) ;; *) t=$(pwd)/$t ;; esac
+  echo "${CAMCAST_CROSS_TARGET_DIR:-$t/cross}"
+}
+cross_release_dir() { echo "$(cross_target_dir)/aarch64-unknown-linux-gnu/release"; }
+
