@@ -47,3 +47,5 @@ cross_target_dir() {
 }
 cross_release_dir() { echo "$(cross_target_dir)/aarch64-unknown-linux-gnu/release"; }
 
+# Where .ci/deb puts the arm64 packages (beside cross's build, as cargo deb does).
+deb_dir() { echo "$(cross_target_dir)/debian"; }
