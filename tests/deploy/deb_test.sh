@@ -93,7 +93,11 @@ check "the edited camcast.toml is kept" cmp -s "$work/edited.toml" "$root/etc/ca
 check "the new default is beside it as camcast.toml.dpkg-dist" bash -c "grep -q '^linger_secs = 3$' '$root/etc/camcast/camcast.toml.dpkg-dist'"
 check "still enabled after the upgrade" test "$(in_root systemctl is-enabled camcast.service 2>/dev/null)" = enabled
 # The same upgrade answered by a person at dpkg's prompt with its default, N (keep yours).
-in_root dpkg -i /tmp/v1.deb >/dev/null 2>&1 || true # back to v1 (a downgrade; the config stays edited)
+# Back to v1 first (a downgrade that keeps the edited config), so that v2 is an upgrade again.
+if ! in_root dpkg -i --force-confdef --force-confold /tmp/v1.deb </dev/null >"$work/downgrade.log" 2>&1; then
+  bad "downgrade to $v1 for the second upgrade"
+  cat "$work/downgrade.log"
+fi
 rm -f "$root/etc/camcast/camcast.toml.dpkg-dist" "$root/etc/camcast/camcast.toml.dpkg-old"
 if printf 'N\n' | in_root dpkg -i /tmp/v2.deb >"$work/upgrade2.log" 2>&1; then ok "upgrade to $v2 answering dpkg's conffile question with its default (N)"; else bad "upgrade to $v2 with the prompt"; cat "$work/upgrade2.log"; fi
 check "... dpkg asked about camcast.toml" grep -q "Configuration file '/etc/camcast/camcast.toml'" "$work/upgrade2.log"
