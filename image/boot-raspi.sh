@@ -182,7 +182,7 @@ echo "device tree model: $model"
 check "the kernel runs on the Raspberry Pi 3 Model B device tree" test "$model" = "Raspberry Pi 3 Model B"
 usb0=$(g 'ip -4 -o addr show dev usb0' || true)
 echo "usb0: $usb0"
-check "usb0 (qemu's usb-net, cdc_ether) configured by DHCP: 10.0.2.15" grep -q 'inet 10.0.2.15/24' <<<"$usb0"
+check "usb0 (qemu's usb-net; cdc_subset binds it) configured by DHCP: 10.0.2.15" grep -q 'inet 10.0.2.15/24' <<<"$usb0"
 check "camcast.service is active" test "$(g systemctl is-active camcast.service)" = active
 
 dt_label=$(g 'tr -d "\0" </sys/firmware/devicetree/base/leds/led-act/label 2>/dev/null' || true)
