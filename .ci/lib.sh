@@ -18,3 +18,17 @@ stage() {
     exit "$rc"
   fi
 }
+
+# The one aarch64 release build that CI ships: `cross build --release --target
+# aarch64-unknown-linux-gnu` (.ci/cross-build) in its own target directory, so that cross's
+# container build and host cargo builds do not keep invalidating each other's artefacts.
+# .ci/cross-check tests these binaries, .ci/deb packages camcast, the SD image installs that package.
+cross_target_dir() {
+  local t=${CARGO_TARGET_DIR:-target}
+  case $t in /*) ;; *) t=$(pwd)/$t ;; esac
+  echo "${CAMCAST_CROSS_TARGET_DIR:-$t/cross}"
+}
+cross_release_dir() { echo "$(cross_target_dir)/aarch64-unknown-linux-gnu/release"; }
+
+# Where .ci/deb puts the arm64 packages (beside cross's build, as cargo deb does).
+deb_dir() { echo "$(cross_target_dir)/debian"; }
