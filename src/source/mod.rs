@@ -2,8 +2,15 @@
 //!
 //! A source is driven from the hub's dedicated capture thread, so its methods may block.
 //! The hub knows nothing of V4L2 or libcamera; it only sees this trait.
+//!
+//! - [`v4l2`], `libcamera` (with the `libcamera` feature), [`pattern`]: the real sources;
+//!   [`fake`] and [`chaos`] stand in for them in tests.
+//! - [`encode`]: the one YUV→JPEG encoder, and [`clock`]: the one rule for capture time stamps,
+//!   both shared by every source that needs them.
 
 pub mod chaos;
+pub mod clock;
+pub mod encode;
 pub mod fake;
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
