@@ -4,8 +4,8 @@
 //! - [`config`]: command-line flags and the optional TOML file, merged and validated once.
 //! - [`frame`]: the captured frame shared by every viewer, and JPEG sanity checks.
 //! - [`jpeg`]: JPEG structure checks and repair (missing Huffman tables, padding) for MJPEG passthrough.
-//! - [`source`]: where frames come from (test pattern, scripted fake; V4L2 and libcamera later).
-//! - [`devices`]: what `camcast devices` lists: V4L2 nodes, their formats, sizes, rates and controls.
+//! - [`source`]: where frames come from (V4L2, libcamera, the test pattern; fakes for tests), the
+//!   one YUV→JPEG encoder and capture clock they share, and what `camcast devices` lists.
 //! - [`hub`]: one capture loop per camera, newest-frame fan-out, viewer registry and limits.
 //! - [`status`]: the appliance state (starting, waiting, ready, streaming, fault).
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
@@ -23,7 +23,6 @@ pub mod admission;
 pub mod auth;
 pub mod client;
 pub mod config;
-pub mod devices;
 pub mod discovery;
 pub mod frame;
 pub mod grpc;

@@ -7,6 +7,7 @@
 //!   [`fake`] and [`chaos`] stand in for them in tests.
 //! - [`encode`]: the one YUV→JPEG encoder, and [`clock`]: the one rule for capture time stamps,
 //!   both shared by every source that needs them.
+//! - [`listing`]: what `camcast devices` prints.
 
 pub mod chaos;
 pub mod clock;
@@ -14,6 +15,7 @@ pub mod encode;
 pub mod fake;
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
+pub mod listing;
 pub mod pacer;
 pub mod pattern;
 pub mod v4l2;
@@ -177,7 +179,7 @@ pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Result<Selected, String
                 source: req.v4l2(device),
             }
         }
-        SourceSpec::Auto => match (&req.device, crate::devices::first_capture_device()) {
+        SourceSpec::Auto => match (&req.device, v4l2::devices::first_capture_device()) {
             (Some(device), _) => Selected {
                 reason: format!("auto: --device {}", device.display()),
                 source: req.v4l2(device.clone()),

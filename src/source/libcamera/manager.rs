@@ -4,6 +4,7 @@
 //! when a second one is created. Every manager here is made under one process-wide lock, so a
 //! second user (another source, [`list_cameras`]) gets an error instead.
 
+use std::fmt;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use ::libcamera::camera_manager::CameraManager;
@@ -70,4 +71,71 @@ pub(super) fn model_of(camera: &::libcamera::camera::Camera<'_>) -> String {
 pub(super) fn start_manager() -> Result<CameraManager, SourceError> {
     CameraManager::new()
         .map_err(|e| SourceError::Failed(format!("libcamera camera manager did not start: {e}")))
+}
+
+/// The libcamera part of `camcast devices`: the cameras, or why they could not be listed.
+pub struct Listing<'a>(pub &'a Result<Vec<CameraInfo>, SourceError>);
+
+impl fmt::Display for Listing<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Err(e) => writeln!(f, "libcamera: cannot list cameras: {e}"),
+            Ok(list) if list.is_empty() => writeln!(
+                f,
+                "No libcamera cameras found (is a camera module connected, and listed by \
+                 `rpicam-hello --list-cameras`?)."
+            ),
+            Ok(list) => {
+                writeln!(f, "libcamera cameras:")?;
+                for camera in list {
+                    writeln!(
+                        f,
+                        "  --source libcamera:{:<3} {}  ({})",
+                        camera.index, camera.model, camera.id
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listing_names_each_camera_by_its_source_spec() {
+        let cameras = Ok(vec![
+            CameraInfo {
+                index: 0,
+                id: "/base/soc/i2c0mux/i2c@1/imx708@1a".into(),
+                model: "imx708".into(),
+            },
+            CameraInfo {
+                index: 1,
+                id: "\\_SB_.PCI0.XHC_.RHUB.HS05-5:1.0-0c45:6366".into(),
+                model: "unknown model".into(),
+            },
+        ]);
+        let text = Listing(&cameras).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "libcamera cameras:");
+        assert_eq!(
+            lines[1],
+            "  --source libcamera:0   imx708  (/base/soc/i2c0mux/i2c@1/imx708@1a)"
+        );
+        assert!(
+            lines[2].starts_with("  --source libcamera:1   unknown model"),
+            "{text}"
+        );
+        assert!(Listing(&Ok(vec![]))
+            .to_string()
+            .starts_with("No libcamera cameras found"));
+        let failed = Err(SourceError::Failed("libcamera is already in use".into()));
+        assert_eq!(
+            Listing(&failed).to_string(),
+            "libcamera: cannot list cameras: source failed: libcamera is already in use\n"
+        );
+    }
 }

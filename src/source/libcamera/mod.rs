@@ -35,7 +35,7 @@ mod worker;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
-pub use manager::{list_cameras, CameraInfo};
+pub use manager::{list_cameras, CameraInfo, Listing};
 
 use super::{FrameSource, Mode, SourceError};
 use crate::frame::CapturedFrame;

@@ -12,6 +12,7 @@
 //! are shielded and such a panic becomes [`SourceError::Failed`].
 
 pub mod controls;
+pub mod devices;
 pub mod hw;
 pub mod negotiate;
 
