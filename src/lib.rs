@@ -15,9 +15,12 @@
 //! - [`auth`]: viewer tokens, stored hashed and compared in constant time.
 //! - [`tls`]: TLS identities for the server, `gen-cert`, and the viewer's trust settings.
 //! - [`http`]: the browser page, `/stream.mjpg`, `/snapshot.jpg` and `/healthz` over axum.
+//! - [`wire`]: what server and client agree on: the default port and message size limits.
+//! - [`host`]: this machine's host name (TLS names, mDNS names, `/info.json`).
 //! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
-//! - [`discovery`]: mDNS/DNS-SD: the server's advertisement, and finding cameras on the LAN.
-//! - [`view`]: `camcast-view`'s desktop window, reconnecting feed and Matroska recording.
+//! - [`discovery`]: mDNS/DNS-SD: the server's advertisement, and (viewer) finding cameras.
+//! - [`view`]: `camcast-view`'s desktop window, reconnecting feed, Matroska recording and
+//!   choice among the cameras found on the LAN.
 
 pub mod admission;
 pub mod auth;
@@ -26,6 +29,7 @@ pub mod config;
 pub mod discovery;
 pub mod frame;
 pub mod grpc;
+pub mod host;
 pub mod http;
 pub mod hub;
 pub mod jpeg;
@@ -36,6 +40,7 @@ pub mod status;
 pub mod systemd;
 pub mod tls;
 pub mod view;
+pub mod wire;
 
 /// Generated protobuf/gRPC code.
 pub mod pb {
