@@ -19,8 +19,12 @@
 //! - [`host`]: this machine's host name (TLS names, mDNS names, `/info.json`).
 //! - [`client`]: the client side of both APIs, shared by `camcast-view`, tests and benchmarks.
 //! - [`discovery`]: mDNS/DNS-SD: the server's advertisement, and (viewer) finding cameras.
-//! - [`view`]: `camcast-view`'s desktop window, reconnecting feed, Matroska recording and
-//!   choice among the cameras found on the LAN.
+//! - `view` (the `viewer` feature): `camcast-view`'s desktop window, reconnecting feed,
+//!   Matroska recording and choice among the cameras found on the LAN.
+//!
+//! The `viewer` cargo feature (on by default) builds `camcast-view` and the viewer-only code
+//! (window, recording, LAN browsing); the server `camcast` needs none of it:
+//! `cargo build --release --bin camcast --no-default-features`.
 
 pub mod admission;
 pub mod auth;
@@ -39,6 +43,7 @@ pub mod source;
 pub mod status;
 pub mod systemd;
 pub mod tls;
+#[cfg(feature = "viewer")]
 pub mod view;
 pub mod wire;
 

@@ -3,14 +3,16 @@
 //! - [`advertise`]: the server announces itself: an instance name ("camcast on HOST"), its
 //!   gRPC port and a TXT record saying what it serves (see [`Advertisement::txt`] for the keys).
 //!   Advertising never stops the camera: any failure is a logged warning.
-//! - [`browse`] (viewer side): listens for a while and returns every
+//! - [`browse`] (viewer side, with the `viewer` feature): listens for a while and returns every
 //!   camera that answered. What the viewer then does with them (the table, the question, the
 //!   exit status) is the viewer's: `crate::view::choose`.
 
 pub mod advertise;
+#[cfg(feature = "viewer")]
 pub mod browse;
 
 pub use advertise::{advertise, spawn, Advertisement, Advertiser};
+#[cfg(feature = "viewer")]
 pub use browse::{browse, DiscoveryError, Found};
 
 /// The DNS-SD service type camcast servers register.

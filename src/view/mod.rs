@@ -1,4 +1,5 @@
 //! camcast-view: its window mode, recording, and the choice among cameras found on the LAN.
+//! Built only with the `viewer` feature: the server binary carries none of it.
 //!
 //! Threads: the window runs on the main thread (X11 wants one thread for its calls); the
 //! network side ([`feed`]) runs on a tokio runtime's worker threads. They meet in a "latest
