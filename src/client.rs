@@ -11,13 +11,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
-use crate::config::MAX_FRAME_BYTES;
 use crate::frame::from_unix_us;
 use crate::pb;
 use crate::tls::{ClientTlsOptions, TlsError};
-
-/// The port camcast (and the tutorial) listen on.
-pub const DEFAULT_PORT: u16 = 1234;
+use crate::wire::{DEFAULT_PORT, MAX_FRAME_BYTES};
 
 /// Turns `HOST`, `HOST:PORT`, `[V6]:PORT`, a bare IPv6 address or a full `http://` URI into a
 /// URI tonic can dial.

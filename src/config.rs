@@ -33,10 +33,8 @@ use crate::source::v4l2::{parse_control, FormatChoice};
 use crate::source::{chaos::ChaosConfig, CameraRequest, CaptureSettings, SourceSpec};
 use crate::tls::ServerTlsFiles;
 
-/// Largest message either side accepts: a 4K MJPEG frame can exceed tonic's 4 MiB default.
-pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
-/// Default for the largest request the server decodes: requests carry a name and a number.
-pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// The wire limits live in [`crate::wire`], where the client takes them too.
+pub use crate::wire::{MAX_FRAME_BYTES, MAX_REQUEST_BYTES};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -69,10 +69,7 @@ async fn serve(config: Config) -> ExitCode {
 /// The one-shot subcommands: print or write something, then exit.
 fn run_command(command: &Command) -> ExitCode {
     match command {
-        Command::Devices => {
-            let devices = camcast::devices::list_devices();
-            print!("{}", camcast::devices::Listing(&devices));
-        }
+        Command::Devices => print!("{}", camcast::source::listing::list()),
         Command::GenToken => println!("{}", camcast::auth::generate_token()),
         Command::GenCert {
             dir,

@@ -267,7 +267,7 @@ pub fn default_server_names() -> Vec<String> {
 }
 
 fn hostname() -> String {
-    crate::discovery::system_host_name()
+    crate::host::name()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
 }

@@ -12,7 +12,7 @@ use tonic::{Code, Status};
 use camcast::client::{self, FrameStream, Received};
 use camcast::frame::looks_like_jpeg;
 use camcast::pb;
-use camcast::view::{feed, record::Recording, window};
+use camcast::view::{choose, feed, record::Recording, window};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -513,16 +513,15 @@ fn connect_error(e: &client::ConnectError) -> String {
     text
 }
 
-/// `--list`, or no HOST: find cameras over mDNS (camcast::discovery) and fill in the target.
-/// `Err` carries the exit status when there is nothing more to do.
+/// `--list`, or no HOST: find cameras over mDNS (camcast::view::choose) and fill in the
+/// target. `Err` carries the exit status when there is nothing more to do.
 fn discover(args: &mut Args) -> Result<(), ExitCode> {
-    use camcast::discovery;
     let wait = Duration::from_secs_f64(args.browse_secs.clamp(0.1, 600.0));
     if args.list {
-        return Err(ExitCode::from(discovery::list(wait)));
+        return Err(ExitCode::from(choose::list(wait)));
     }
     if args.target.is_none() {
-        match discovery::find_target(wait) {
+        match choose::find_target(wait) {
             Ok(target) => args.target = Some(target),
             Err(e) => {
                 eprintln!("camcast-view: {e}");

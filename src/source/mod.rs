@@ -2,11 +2,20 @@
 //!
 //! A source is driven from the hub's dedicated capture thread, so its methods may block.
 //! The hub knows nothing of V4L2 or libcamera; it only sees this trait.
+//!
+//! - [`v4l2`], `libcamera` (with the `libcamera` feature), [`pattern`]: the real sources;
+//!   [`fake`] and [`chaos`] stand in for them in tests.
+//! - [`encode`]: the one YUV→JPEG encoder, and [`clock`]: the one rule for capture time stamps,
+//!   both shared by every source that needs them.
+//! - [`listing`]: what `camcast devices` prints.
 
 pub mod chaos;
+pub mod clock;
+pub mod encode;
 pub mod fake;
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
+pub mod listing;
 pub mod pacer;
 pub mod pattern;
 pub mod v4l2;
@@ -182,7 +191,7 @@ pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Result<Selected, String
                 source: req.v4l2(device),
             }
         }
-        SourceSpec::Auto => match (&req.device, crate::devices::first_capture_device()) {
+        SourceSpec::Auto => match (&req.device, v4l2::devices::first_capture_device()) {
             (Some(device), _) => Selected {
                 reason: format!("auto: --device {}", device.display()),
                 source: req.v4l2(device.clone()),
