@@ -32,6 +32,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
+# shellcheck source=.ci/lib.sh
+. "$repo/.ci/lib.sh" # no_panics_in
 
 IMAGE=
 VIEWER=
@@ -304,6 +306,13 @@ check "install.sh over SSH: changed unit installed, camcast restarted" \
   bash -c "grep -q 'installed /etc/systemd/system/camcast.service' '$work/inst2.log' && grep -q 'systemctl restart camcast.service' '$work/inst2.log' && grep -q 'camcast.service is running' '$work/inst2.log'"
 check "camcast has a new main process" test "$(svc MainPID)" != "$pid_before"
 check "frames again after the update" frames "$work/frames2"
+
+# A panic is a bug even when camcast goes on serving: none in its journal, over both runs.
+if g 'journalctl -b -u camcast --no-pager -o cat' >"$work/camcast.journal"; then
+  check "no panic in camcast's journal" no_panics_in "$work/camcast.journal"
+else
+  bad "cannot read camcast's journal over SSH"
+fi
 
 # ---- 6. clean shutdown ---------------------------------------------------------------------------
 g 'systemctl poweroff' >/dev/null 2>&1 || true
