@@ -214,7 +214,7 @@ fn main() -> ExitCode {
     };
     let verdict = judge(&args, &samples, &fast, &churn, &end);
     print_summary(&samples, &churn, &args);
-    let counters = end.after.as_ref().and_then(|i| i.counters.clone());
+    let counters = end.after.as_ref().and_then(|i| i.counters);
     match counters {
         Some(c) => println!(
             "  server counters: {} frames captured, {} dropped as bad, {} capture errors, \
