@@ -27,15 +27,18 @@ use camcast::hub::HubConfig;
 use camcast::source::chaos::{ChaosSource, Fault};
 use common::TestServer;
 
-/// Restarts before the first measurement: buffers, pools and tables reach their working size
-/// (under qemu-user some grow once more, by a few KiB, after several hundred restarts).
+/// Restarts before the first measurement: buffers, pools and tables reach their working size.
 const WARM_UP: u64 = 1_000;
-/// Restarts between the two measurements.
+/// Restarts in each of the two measured intervals.
 const MEASURED: u64 = 1_000;
-/// Allowed growth of the heap in use over MEASURED restarts: 16 bytes a restart (measured:
-/// under 100 bytes in all natively, 8 KiB once under qemu-user). The leak the soak suggested
-/// (17 KiB a restart) would be 17 MB; a leak of 16 bytes a restart, or of 64 bytes a churning
-/// viewer, fails.
+/// Allowed growth of the heap in use over an interval: 16 bytes a restart. The leak the soak
+/// suggested (17 KiB a restart) would be 17 MB; a leak of 16 bytes a restart, or of 64 bytes
+/// a churning viewer, fails.
+///
+/// A leak grows the heap in both intervals. A buffer that reaches a new high-water mark grows
+/// it once: under qemu-user, where timing is far from native, some connection buffers did so
+/// by 8-32 KiB well after warm-up (natively the heap stays within 48 bytes). So the test fails
+/// when both intervals grew by more than this.
 const SLACK: u64 = 16 * MEASURED;
 /// glibc's switch for its per-thread cache, which the measurement must not see.
 const NO_TCACHE: &str = "glibc.malloc.tcache_count=0";
@@ -156,7 +159,7 @@ fn heap_in_use_plateaus_over_thousands_of_capture_restarts() {
 }
 
 async fn measure() {
-    let total = WARM_UP + MEASURED + 100;
+    let total = WARM_UP + 2 * MEASURED + 100;
     let cfg = HubConfig {
         retry_min: Duration::from_millis(1),
         retry_max: Duration::from_millis(1),
@@ -177,8 +180,10 @@ async fn measure() {
         tokio::spawn(async move { c.run(&s).await })
     };
 
-    let before = low_point_after(&server, WARM_UP, &churn).await;
-    let after = low_point_after(&server, WARM_UP + MEASURED, &churn).await;
+    let mut lows = Vec::new();
+    for n in [WARM_UP, WARM_UP + MEASURED, WARM_UP + 2 * MEASURED] {
+        lows.push(low_point_after(&server, n, &churn).await);
+    }
     churning.abort();
     assert!(
         churning.await.unwrap_err().is_cancelled(),
@@ -188,17 +193,20 @@ async fn measure() {
     assert!(churned > 100, "only {churned} viewers came and went");
     let report = server.hub.report();
     eprintln!(
-        "heap in use after {WARM_UP} restarts: {before} bytes; after {}: {after} bytes \
-         ({} frames captured, {} viewers admitted, {churned} of them churning)",
+        "heap in use after {WARM_UP}, {} and {} restarts: {lows:?} bytes ({} frames captured, \
+         {} viewers admitted, {churned} of them churning)",
         WARM_UP + MEASURED,
+        WARM_UP + 2 * MEASURED,
         report.counters.frames_captured,
         report.counters.viewers_total
     );
+    let grown = |i: usize| lows[i + 1].saturating_sub(lows[i]);
+    let least = grown(0).min(grown(1));
     assert!(
-        after <= before + SLACK,
-        "heap in use grew by {} bytes over {MEASURED} capture restarts ({} a restart)",
-        after.saturating_sub(before),
-        after.saturating_sub(before) / MEASURED
+        least <= SLACK,
+        "heap in use grew in every interval, by at least {least} bytes a {MEASURED} capture \
+         restarts ({} a restart): {lows:?}",
+        least / MEASURED
     );
     // Shutting the hub down ends the steady viewers' streams.
     server.hub.shutdown().await;
