@@ -32,3 +32,37 @@ cross_release_dir() { echo "$(cross_target_dir)/aarch64-unknown-linux-gnu/releas
 
 # Where .ci/deb puts the arm64 packages (beside cross's build, as cargo deb does).
 deb_dir() { echo "$(cross_target_dir)/debian"; }
+
+# The words camcast's panic hook starts each panic's log line with (src/panics.rs, LOG_MARK;
+# tests/panics.rs checks the two agree).
+PANIC_MARK='PANIC (a bug in camcast)'
+
+# A panic in the server is a bug even when the server goes on serving. Fails (printing the
+# panic) if any of the camcast logs given holds one: the hook's mark, or Rust's default
+# "panicked at" for a panic before the hook is installed. A missing log fails too: a stage
+# that lost its server's output has checked nothing.
+no_panics_in() {
+  local f found=0
+  for f in "$@"; do
+    if [ ! -f "$f" ]; then
+      echo "no_panics_in: no server log at $f"
+      found=1
+    elif grep -F -e "$PANIC_MARK" -e "panicked at" "$f" >/dev/null; then
+      echo "the camcast server panicked (a bug); from $f:"
+      grep -F -A8 -e "$PANIC_MARK" -e "panicked at" "$f" | head -n 40
+      found=1
+    fi
+  done
+  return "$found"
+}
+
+# Ends a script whose remaining steps cannot run here, saying why. Under CI=true that is a
+# failure (exit 1): CI must not pass on what it did not check. Elsewhere, exit 0.
+skip_rest() {
+  echo "SKIPPED: $*"
+  if [ "${CI:-}" = true ]; then
+    echo "CI=true: a skipped step fails the stage"
+    exit 1
+  fi
+  exit 0
+}

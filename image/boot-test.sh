@@ -34,6 +34,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
+# shellcheck source=.ci/lib.sh
+. "$repo/.ci/lib.sh" # no_panics_in
 
 IMAGE=
 VIEWER=
@@ -310,6 +312,13 @@ elif [ "${CI:-}" = true ]; then
   bad "no --deb/--upgrade packages given: the update over SSH was not tested"
 else
   echo "note: no --deb/--upgrade given: the update over SSH with deploy/install.sh --deb is not tested"
+fi
+
+# A panic is a bug even when camcast goes on serving: none in its journal, over both runs.
+if g 'journalctl -b -u camcast --no-pager -o cat' >"$work/camcast.journal"; then
+  check "no panic in camcast's journal" no_panics_in "$work/camcast.journal"
+else
+  bad "cannot read camcast's journal over SSH"
 fi
 
 # ---- 6. clean shutdown ---------------------------------------------------------------------------

@@ -83,7 +83,7 @@ async fn tls_serves_verified_viewers_and_refuses_the_rest() {
     // Trusting the camera's own certificate: frames on both contracts.
     let ok = ClientOptions {
         tls: Some(trusting(srv.path())),
-        token: None,
+        ..Default::default()
     };
     watch_frames(dial(&server, &ok).await.unwrap(), false, 3)
         .await
@@ -103,7 +103,7 @@ async fn tls_serves_verified_viewers_and_refuses_the_rest() {
     // A certificate from elsewhere is rejected, and the error says why.
     let wrong = ClientOptions {
         tls: Some(trusting(other.path())),
-        token: None,
+        ..Default::default()
     };
     let e = dial(&server, &wrong)
         .await
@@ -116,7 +116,7 @@ async fn tls_serves_verified_viewers_and_refuses_the_rest() {
             server_name: Some("camera.example".into()),
             ..trusting(srv.path())
         }),
-        token: None,
+        ..Default::default()
     };
     let e = dial(&server, &misnamed)
         .await
@@ -129,7 +129,7 @@ async fn tls_serves_verified_viewers_and_refuses_the_rest() {
             insecure_skip_verify: true,
             ..Default::default()
         }),
-        token: None,
+        ..Default::default()
     };
     watch_frames(dial(&server, &skip).await.unwrap(), false, 2)
         .await
@@ -154,7 +154,7 @@ async fn mutual_tls_requires_a_known_viewer_certificate() {
             identity: Some((dir.join("cert.pem"), dir.join("key.pem"))),
             ..trusting(srv.path())
         }),
-        token: None,
+        ..Default::default()
     };
     watch_frames(
         dial(&server, &with_identity(viewer.path())).await.unwrap(),
@@ -169,7 +169,7 @@ async fn mutual_tls_requires_a_known_viewer_certificate() {
             "no client certificate",
             ClientOptions {
                 tls: Some(trusting(srv.path())),
-                token: None,
+                ..Default::default()
             },
         ),
         ("an unknown certificate", with_identity(stranger.path())),
@@ -194,6 +194,8 @@ async fn tokens_gate_every_api_but_health() {
     let opts = |token: Option<&str>| ClientOptions {
         tls: None,
         token: token.map(str::to_string),
+        // This camera takes tokens without TLS; the viewer must opt in to sending them.
+        insecure_send_token: true,
     };
 
     for token in [None, Some("viewer-token-0123456789abcdeX")] {
@@ -464,4 +466,34 @@ async fn shutdown_is_not_held_up_by_a_viewer_that_stopped_reading() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.stop().await.expect("shutdown finished");
     drop(stream);
+}
+
+/// The library refuses too, for every client built on it: a token without verified TLS is an
+/// error before any connection is made.
+#[tokio::test]
+async fn connect_with_never_sends_a_token_without_verified_tls() {
+    let rogue = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = rogue.local_addr().unwrap().to_string();
+    let skip_verify = ClientTlsOptions {
+        insecure_skip_verify: true,
+        ..Default::default()
+    };
+    for tls in [None, Some(skip_verify)] {
+        let opts = ClientOptions {
+            tls,
+            token: Some(TOKEN.into()),
+            ..Default::default()
+        };
+        let Err(e) = client::connect_with(&target, &opts, WAIT).await else {
+            panic!("connected with a token and no verified TLS");
+        };
+        assert!(
+            matches!(e, client::ConnectError::TokenNeedsVerifiedTls { .. }),
+            "{e}"
+        );
+        assert!(!e.to_string().contains(TOKEN), "{e}");
+    }
+    let mine = tokio::net::TcpStream::connect(&target).await.unwrap();
+    let (_, peer) = rogue.accept().await.unwrap();
+    assert_eq!(peer, mine.local_addr().unwrap(), "the client connected");
 }

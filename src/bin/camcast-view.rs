@@ -216,9 +216,6 @@ fn classify(status: Status) -> Failure {
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
-    if let Err(code) = discover(&mut args) {
-        return code;
-    }
     let client = match args.security.options() {
         Ok(o) => o,
         Err(e) => {
@@ -226,6 +223,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any browsing: whoever answers mDNS must not get the token either.
+    if !args.list {
+        let shown = args
+            .target
+            .as_deref()
+            .unwrap_or("the camera found on the LAN");
+        if let Err(e) = client::check_token_is_safe(shown, &client) {
+            eprintln!("camcast-view: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(code) = discover(&mut args) {
+        return code;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -237,3 +237,44 @@ pub fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&jpeg[pos..]);
     out
 }
+
+/// A spawned process that cannot outlive its test: dropping the guard (a passing test's end,
+/// or the unwinding of a failed assertion) kills and reaps it. Without it a failing test left
+/// a `camcast` running, advertising over mDNS and holding the test's stdout open.
+pub struct ChildGuard(Option<std::process::Child>);
+
+impl ChildGuard {
+    pub fn new(child: std::process::Child) -> ChildGuard {
+        ChildGuard(Some(child))
+    }
+
+    /// SIGTERM, then waits for the exit status (the normal way to stop a server).
+    pub fn terminate(mut self) -> std::io::Result<std::process::ExitStatus> {
+        let mut child = self.0.take().expect("child present until dropped");
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait()
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("child present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().expect("child present until dropped")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
