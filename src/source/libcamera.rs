@@ -623,10 +623,8 @@ impl<'m> Session<'m> {
                 *plane = &plane[..n];
             }
         }
-        let jpeg = self
-            .encoder
-            .encode(&planes)
-            .map_err(|e| SourceError::BadFrame(e.to_string()))?;
+        let (encoded, took) = crate::metrics::time_encode(|| self.encoder.encode(&planes));
+        let jpeg = encoded.map_err(|e| SourceError::BadFrame(e.to_string()))?;
         let stamp = request
             .metadata()
             .get::<controls::SensorTimestamp>()
@@ -640,6 +638,7 @@ impl<'m> Session<'m> {
             width: g.width as u32,
             height: g.height as u32,
             origin: FrameOrigin::Encoded,
+            encode_time: Some(took),
         })
     }
 

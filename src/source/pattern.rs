@@ -84,16 +84,18 @@ impl FrameSource for TestPattern {
         std::thread::sleep(tick.due.saturating_duration_since(Instant::now()));
         let captured_at = SystemTime::now();
         self.canvas.draw(tick.index);
-        let len = run
-            .compressor
-            .compress_yuv_planes_to_slice(&self.canvas.planes(), &mut run.scratch)
-            .map_err(|e| SourceError::BadFrame(format!("JPEG encode failed: {e}")))?;
+        let (encoded, took) = crate::metrics::time_encode(|| {
+            run.compressor
+                .compress_yuv_planes_to_slice(&self.canvas.planes(), &mut run.scratch)
+        });
+        let len = encoded.map_err(|e| SourceError::BadFrame(format!("JPEG encode failed: {e}")))?;
         Ok(CapturedFrame {
             jpeg: Bytes::copy_from_slice(&run.scratch[..len]),
             captured_at,
             width: self.cfg.width,
             height: self.cfg.height,
             origin: FrameOrigin::Encoded,
+            encode_time: Some(took),
         })
     }
 

@@ -218,13 +218,15 @@ impl Running {
                 "the driver returned an empty buffer".into(),
             ));
         }
-        let (jpeg, width, height, origin) = frames.make(used)?;
+        let (made, took) = crate::metrics::time_encode(|| frames.make(used));
+        let (jpeg, width, height, origin) = made?;
         Ok(CapturedFrame {
             jpeg,
             captured_at,
             width,
             height,
             origin,
+            encode_time: (origin == FrameOrigin::Encoded).then_some(took),
         })
     }
 }
