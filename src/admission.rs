@@ -160,6 +160,8 @@ pub struct Admitted {
     timer: Pin<Box<Sleep>>,
     /// Set once our side is shut: the deadline for the peer to close its side.
     linger: Option<Pin<Box<Sleep>>>,
+    /// A handshake timeout is counted once, however often the closed connection is polled.
+    timeout_counted: bool,
     _slot: Slot,
 }
 
@@ -188,7 +190,8 @@ impl Admitted {
             match self.info.activity.deadline(&self.limits) {
                 Deadline::At(at) => self.timer.as_mut().reset(at),
                 Deadline::Expired(why, after) => {
-                    if !self.info.activity.any_request.load(Ordering::SeqCst) {
+                    let handshake = !self.info.activity.any_request.load(Ordering::SeqCst);
+                    if handshake && !std::mem::replace(&mut self.timeout_counted, true) {
                         self.info.count_refusal(Refusal::HandshakeTimeout);
                     }
                     tracing::info!(addr = %self.info.remote, "closing connection: {why} for {after:?}");
@@ -395,6 +398,7 @@ fn admit(
         },
         timer: Box::pin(tokio::time::sleep_until(now + limits.handshake_timeout)),
         linger: None,
+        timeout_counted: false,
         limits: limits.clone(),
         _slot: slot,
     })
