@@ -63,13 +63,14 @@ measure() {
   local extra=""
   local i=0
   for o in "$@"; do
-    extra="$extra, relay ffmpeg $(((($(ticks "$o") - others[i]) * 100) / (tck * window)))% CPU"
+    extra="$extra, relay ffmpeg $(pct $(($(ticks "$o") - others[i])))% of a core"
     i=$((i + 1))
   done
-  printf '%-34s camcast %3d%% of a core, egress %6.1f Mbit/s%s\n' "$label" \
-    $((((c1 - c0) * 100) / (tck * window))) \
+  printf '%-36s camcast %5s%% of a core, egress %6.1f Mbit/s%s\n' "$label" "$(pct $((c1 - c0)))" \
     "$(awk -v b=$((b1 - b0)) -v w="$window" 'BEGIN {print b * 8 / w / 1e6}')" "$extra"
 }
+# pct TICKS: CPU ticks over the window as % of one core, one decimal.
+pct() { awk -v t="$1" -v hz="$tck" -v w="$window" 'BEGIN {printf "%.1f", t * 100 / hz / w}'; }
 
 echo "camcast $size@$fps test pattern, $n viewers; $(date -u +%F) $(git rev-parse --short HEAD);" \
   "$(nproc) cores $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
