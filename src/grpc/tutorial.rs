@@ -37,12 +37,11 @@ impl WebcamStreaming for TutorialService {
         })?;
         let frames = stream::unfold(sub, |mut sub| async move {
             let d = sub.next().await?;
-            Some((
-                Ok(CaptureImage {
-                    image_bytes: d.frame.jpeg,
-                }),
-                sub,
-            ))
+            let image = CaptureImage {
+                image_bytes: d.frame.jpeg,
+            };
+            sub.count_bytes_sent(prost::Message::encoded_len(&image));
+            Some((Ok(image), sub))
         });
         Ok(Response::new(Box::pin(frames)))
     }

@@ -40,7 +40,9 @@ impl Camera for CameraService {
         })?;
         let frames = stream::unfold(sub, |mut sub| async move {
             let d = sub.next().await?;
-            Some((Ok(to_pb(d.frame, d.skipped)), sub))
+            let frame = to_pb(d.frame, d.skipped);
+            sub.count_bytes_sent(prost::Message::encoded_len(&frame));
+            Some((Ok(frame), sub))
         });
         Ok(Response::new(Box::pin(frames)))
     }
@@ -61,7 +63,10 @@ impl Camera for CameraService {
             .hub
             .snapshot(info, self.settings.snapshot_timeout)
             .await?;
-        Ok(Response::new(to_pb(frame, 0)))
+        let frame = to_pb(frame, 0);
+        let bytes = prost::Message::encoded_len(&frame);
+        self.hub.stats().bytes_sent(Api::Snapshot, bytes);
+        Ok(Response::new(frame))
     }
 
     async fn get_info(
