@@ -270,7 +270,7 @@ if [ -z "$CAMCAST_HOST_BIN" ]; then
 fi
 if [ -n "$CAMCAST_HOST_BIN" ]; then
   log=$work/camcast.log
-  "$CAMCAST_HOST_BIN" --config deploy/camcast.toml --listen 127.0.0.1:0 --http 127.0.0.1:0 --source test-pattern --led none >"$log" 2>&1 &
+  "$CAMCAST_HOST_BIN" --config deploy/camcast.toml --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --source test-pattern --led none >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do grep -q 'serving gRPC' "$log" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if grep -q 'serving gRPC' "$log"; then ok "camcast starts with deploy/camcast.toml ($CAMCAST_HOST_BIN)"; else
