@@ -230,8 +230,8 @@ check "camcast is in group video" grep -qE '^video:x:44:(.*,)?camcast(,|$)' "$sr
 check "group gpio created with camcast in it" grep -qE '^gpio:x:[0-9]+:(.*,)?camcast(,|$)' "$sroot/etc/group"
 
 # ---- 8. the default config: every key of src/config.rs, valid TOML, accepted by camcast ---------
-keys_in_source() { # the field names of FileConfig's section structs
-  awk -v s="$1" '$0 ~ "^struct " s " *\\{" {on=1; next} on && /^\}/ {on=0} on && /^ *[a-z_]+: / {sub(/^ */, ""); sub(/:.*/, ""); print}' src/config.rs
+keys_in_source() { # the field names of a section struct (declared inside `settings! { ... }`)
+  awk -v s="$1" '$0 ~ "^ *(pub )?struct " s " *\\{" {on=1; next} on && /^ *\}/ {on=0} on && /^ *(pub )?[a-z_]+: / {sub(/^ *(pub )?/, ""); sub(/:.*/, ""); print}' src/config.rs
 }
 for section in server:ServerSection camera:CameraSection http:HttpSection; do
   name=${section%%:*}
