@@ -76,7 +76,7 @@ impl Api {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            // "seed" on the wire (GetInfo, /info.json): scripts and older viewers read it.
+            // "seed" on the wire (GetInfo's viewer api): scripts and older viewers read it.
             Api::Tutorial => "seed",
             Api::V1 => "v1",
             Api::Snapshot => "snapshot",
