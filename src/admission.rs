@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,8 +27,6 @@ use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
-
-use crate::metrics::{Refusal, Refusals};
 
 /// The admission limits of one listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -453,6 +451,47 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Connections and requests turned away before they reach a camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A peer already held `max_connections_per_address` connections.
+    PerAddressCap,
+    /// No request within the handshake timeout of the connection's accept (TLS included).
+    HandshakeTimeout,
+    /// Viewer tokens are required and the request had none, or a wrong or malformed one.
+    Token,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [
+        Refusal::PerAddressCap,
+        Refusal::HandshakeTimeout,
+        Refusal::Token,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PerAddressCap => "per_address_cap",
+            Refusal::HandshakeTimeout => "handshake_timeout",
+            Refusal::Token => "token",
+        }
+    }
+}
+
+/// The server's refusal counts, shared by every listener (they live in its admission state).
+#[derive(Debug, Default)]
+pub struct Refusals([AtomicU64; Refusal::ALL.len()]);
+
+impl Refusals {
+    pub fn count(&self, why: Refusal) {
+        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, why: Refusal) -> u64 {
+        self.0[why as usize].load(Ordering::Relaxed)
     }
 }
 

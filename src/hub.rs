@@ -9,6 +9,8 @@
 //!   that demand, so the timing logic runs on tokio's clock and is testable with paused time.
 //! - Dropping a [`Subscription`] releases the viewer at once: registry entry, count, receiver.
 
+pub mod stats;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,9 +22,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::frame::{looks_like_jpeg, Frame};
-use crate::metrics::{CameraStats, DropReason, ViewerRefusal};
 use crate::source::{FrameSource, Mode, SourceError};
 use crate::status::{State, Status, StatusCell};
+pub use stats::{CameraStats, DropReason, ViewerRefusal};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HubConfig {
