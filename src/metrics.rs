@@ -10,7 +10,7 @@
 //! - The counting side only touches atomics (the encode-time histogram takes its own short
 //!   lock per observation, never across a JPEG encode); a scrape reads them and holds nothing
 //!   the capture thread or a viewer waits on.
-//! - Per-camera state ([`CameraStats`]) lives in each camera's hub, and every per-camera series
+//! - Per-camera state ([`CameraStats`](crate::hub::CameraStats)) lives in each camera's hub, and every per-camera series
 //!   has a `camera` label: a server with N hubs gives N label sets. Today there is one camera,
 //!   [`DEFAULT_CAMERA`].
 
