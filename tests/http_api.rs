@@ -163,9 +163,13 @@ impl Mjpeg {
         true
     }
 
-    /// The next part; `None` when the stream ended cleanly between parts.
+    /// The next part; `None` when the stream ended cleanly between parts. Empty lines before
+    /// a part's boundary (the server's pacing probes) are skipped, as multipart readers do.
     async fn next(&mut self) -> Option<Part> {
         let head_end = loop {
+            while self.buf.starts_with(b"\r\n") {
+                let _ = self.buf.split_to(2);
+            }
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i;
             }

@@ -4,15 +4,17 @@
 //!
 //! It is another view of the same [`Hub`] as gRPC: frames are never encoded twice, HTTP viewers
 //! count towards the same `max_viewers`, show up in `GetInfo` as api "http", and obey the same
-//! slow-viewer rule (the next frame is taken from the hub only when hyper asks the body for more,
-//! so a stalled viewer skips frames instead of queueing them).
+//! slow-viewer rule (a viewer gets the newest frame when it is ready for one and skips the rest;
+//! see [`pacing`] for how the server tells when an MJPEG reader is ready).
 
 mod auth;
 mod mjpeg;
+mod pacing;
 mod routes;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -227,7 +229,8 @@ impl Transport for tokio_rustls::server::TlsStream<Admitted> {
 }
 
 /// Serves one connection with the router. Each request counts as open on its connection until
-/// its response body ends, which is what the idle timeout looks at.
+/// its response body ends, which is what the idle timeout looks at. The transport is
+/// [`Watched`](pacing::Watched), so an MJPEG body can pace itself to the reader.
 fn serve_connection(
     io: impl Transport,
     builder: http1::Builder,
@@ -236,8 +239,12 @@ fn serve_connection(
 ) {
     let info = io.admitted().info().clone();
     let peer = info.remote;
+    let fd = io.admitted().tcp().as_raw_fd();
+    let io = pacing::Watched::new(io, fd);
+    let wire = io.watch();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(wire.clone());
         let guard = info.begin_request();
         let call = tower_service::Service::call(&mut app.clone(), req);
         async move {
