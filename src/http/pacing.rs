@@ -71,6 +71,9 @@ pub struct WireWatch {
     /// may then belong to another socket).
     fd: Mutex<Option<RawFd>>,
     flushes: AtomicU64,
+    /// When the last flush completed: the probe's departure, timed where it happens rather
+    /// than when the body is next polled (a busy runtime would make ACKs look prompt).
+    last_flush: Mutex<Option<Instant>>,
     flushed: AtomicWaker,
 }
 
@@ -82,12 +85,13 @@ impl WireWatch {
         tcp_sample((*fd)?).ok()
     }
 
-    /// Waits until a flush completes after the one counted as `after`; returns when.
+    /// Waits until a flush completes after the one counted as `after`; returns when it did.
     async fn flushed_after(&self, after: u64) -> Instant {
         std::future::poll_fn(|cx| {
             self.flushed.register(cx.waker());
             if self.flushes.load(Ordering::Acquire) > after {
-                Poll::Ready(Instant::now())
+                let at = *self.last_flush.lock().unwrap_or_else(|p| p.into_inner());
+                Poll::Ready(at.unwrap_or_else(Instant::now))
             } else {
                 Poll::Pending
             }
@@ -102,6 +106,9 @@ impl WireWatch {
 pub struct Watched<T> {
     io: T,
     watch: Arc<WireWatch>,
+    /// Bytes were written since the last flush. hyper also flushes when it has written nothing
+    /// (on every wake-up); those flushes are not counted, so the last one's time is a write's.
+    dirty: bool,
 }
 
 impl<T> Watched<T> {
@@ -112,8 +119,10 @@ impl<T> Watched<T> {
             watch: Arc::new(WireWatch {
                 fd: Mutex::new(Some(fd)),
                 flushes: AtomicU64::new(0),
+                last_flush: Mutex::new(None),
                 flushed: AtomicWaker::new(),
             }),
+            dirty: false,
         }
     }
 
@@ -145,7 +154,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let written = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, buf));
+        self.dirty |= matches!(written, Ok(n) if n > 0);
+        Poll::Ready(written)
     }
 
     fn poll_write_vectored(
@@ -153,7 +164,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let written = std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, bufs));
+        self.dirty |= matches!(written, Ok(n) if n > 0);
+        Poll::Ready(written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -162,7 +175,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let flushed = std::task::ready!(Pin::new(&mut self.io).poll_flush(cx));
-        if flushed.is_ok() {
+        if flushed.is_ok() && std::mem::take(&mut self.dirty) {
+            *self
+                .watch
+                .last_flush
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             self.watch.flushes.fetch_add(1, Ordering::Release);
             self.watch.flushed.wake();
         }
