@@ -171,6 +171,7 @@ fn spawn_server(width: u32, height: u32, viewers: usize) -> (Child, String) {
         .args(["--max-viewers", &(viewers + 8).to_string()])
         // Every viewer comes from 127.0.0.1: lift the per-address cap with the viewer cap.
         .args(["--max-conns-per-addr", &(viewers + 8).to_string()])
+        .args(["--max-viewers-per-addr", &(viewers + 8).to_string()])
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn camcast (built by cargo bench)");

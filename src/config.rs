@@ -96,6 +96,11 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub max_viewers: Option<Count>,
 
+    /// Of those, viewers one host may have (a remote IPv6 site counts as one host per /64);
+    /// more are refused with the limit. Raise it for a relay or proxy [default: 8].
+    #[arg(long, value_name = "N")]
+    pub max_viewers_per_addr: Option<Count>,
+
     /// Seconds capture keeps running after the last viewer leaves [default: 2].
     #[arg(long, value_name = "SECS")]
     pub linger: Option<Seconds>,
@@ -233,6 +238,7 @@ struct HttpSection {
 struct ServerSection {
     listen: Option<SocketAddr>,
     max_viewers: Option<Count>,
+    max_viewers_per_address: Option<Count>,
     max_name_len: Option<Count>,
     keepalive_secs: Option<Seconds>,
     keepalive_timeout_secs: Option<Seconds>,
@@ -396,6 +402,21 @@ impl Config {
             controls.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
             controls.push((name.clone(), *value));
         }
+        let conns_per_address = pick(cli.max_conns_per_addr, s.max_connections_per_address)
+            .map_or(d.conn.per_address, |n| n.0);
+        // An HTTP viewer holds a connection: past the connection cap it would be closed
+        // unanswered instead of refused with a reason. So the viewer cap stays within it.
+        let viewers_per_address = match pick(cli.max_viewers_per_addr, s.max_viewers_per_address) {
+            Some(n) if n.0 > conns_per_address => {
+                return Err(format!(
+                    "max_viewers_per_address ({}) is above max_connections_per_address \
+                     ({conns_per_address}); raise both",
+                    n.0
+                ))
+            }
+            Some(n) => n.0,
+            None => d.hub.max_viewers_per_address.min(conns_per_address),
+        };
         Ok(Config {
             listen: cli.listen.or(s.listen).unwrap_or(d.listen),
             http: cli.http.or(file.http.listen),
@@ -415,6 +436,7 @@ impl Config {
             hub: HubConfig {
                 max_viewers: pick(cli.max_viewers, s.max_viewers)
                     .map_or(d.hub.max_viewers, |n| n.0),
+                max_viewers_per_address: viewers_per_address,
                 linger: pick(cli.linger, c.linger_secs).map_or(d.hub.linger, |s| s.0),
                 always_on: cli.always_on || c.always_on.unwrap_or(false),
                 ..d.hub
@@ -424,8 +446,7 @@ impl Config {
             keepalive_timeout: pick(cli.keepalive_timeout, s.keepalive_timeout_secs)
                 .map_or(d.keepalive_timeout, |s| s.0),
             conn: ConnLimits {
-                per_address: pick(cli.max_conns_per_addr, s.max_connections_per_address)
-                    .map_or(d.conn.per_address, |n| n.0),
+                per_address: conns_per_address,
                 handshake_timeout: pick(cli.handshake_timeout, s.handshake_timeout_secs)
                     .map_or(d.conn.handshake_timeout, |s| s.0),
                 idle_timeout: pick(cli.idle_timeout, s.idle_timeout_secs)
@@ -671,6 +692,26 @@ mod tests {
                 ("Power Line Frequency".to_string(), 1),
                 ("brightness".to_string(), 99)
             ]
+        );
+    }
+
+    #[test]
+    fn viewers_per_address_has_a_key_a_flag_and_stays_under_the_connection_cap() {
+        assert_eq!(Config::default().hub.max_viewers_per_address, 8);
+        let c = Config::from_toml(
+            "[server]\nmax_viewers_per_address = 20\nmax_connections_per_address = 20\n",
+        )
+        .unwrap();
+        assert_eq!(c.hub.max_viewers_per_address, 20);
+        let cli = Cli::parse_from(["camcast", "--max-viewers-per-addr", "3"]);
+        assert_eq!(Config::load(&cli).unwrap().hub.max_viewers_per_address, 3);
+        let err = Config::from_toml("[server]\nmax_viewers_per_address = 20\n").unwrap_err();
+        assert!(err.contains("max_connections_per_address (16)"), "{err}");
+        let fewer_conns = Config::from_toml("[server]\nmax_connections_per_address = 3\n");
+        assert_eq!(
+            fewer_conns.unwrap().hub.max_viewers_per_address,
+            3,
+            "follows it down"
         );
     }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::PeerGroup;
 use crate::frame::{looks_like_jpeg, Frame};
 use crate::source::{FrameSource, Mode, SourceError};
 use crate::status::{State, Status, StatusCell};
@@ -27,6 +28,9 @@ use crate::status::{State, Status, StatusCell};
 pub struct HubConfig {
     /// Viewers (streams and in-flight snapshots, all APIs) admitted at once.
     pub max_viewers: usize,
+    /// Of those, viewers one peer may have: one host, or one remote IPv6 /64 (see
+    /// [`PeerGroup`]). Keeps one host from taking every slot.
+    pub max_viewers_per_address: usize,
     /// How long capture keeps running after the last viewer leaves (a reconnecting viewer then
     /// finds the camera warm).
     pub linger: Duration,
@@ -41,6 +45,9 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             max_viewers: 64,
+            // A household's busiest machine (a few tabs, VLC, a recorder) stays below it, and
+            // at 64 viewers, 8 hosts can always get in. A relay or proxy needs it raised.
+            max_viewers_per_address: 8,
             linger: Duration::from_secs(2),
             always_on: false,
             retry_min: Duration::from_millis(250),
@@ -53,6 +60,8 @@ impl Default for HubConfig {
 pub enum HubError {
     #[error("viewer limit reached ({max} viewers); try again later")]
     Full { max: usize },
+    #[error("viewer limit per address reached ({max} viewers from {peer}); try again later")]
+    AddressFull { max: usize, peer: PeerGroup },
     #[error("server is shutting down")]
     ShuttingDown,
     #[error("no frame within {0:?}: {1}")]
@@ -210,6 +219,8 @@ struct Counters {
 
 struct ViewerEntry {
     info: ViewerInfo,
+    /// Whose per-address share it takes (`None`: no address known).
+    group: Option<PeerGroup>,
     connected_at: Instant,
     sent: AtomicU64,
     skipped: AtomicU64,
@@ -455,18 +466,29 @@ impl Registration {
         if s.closed.is_cancelled() {
             return Err(HubError::ShuttingDown);
         }
+        // Before the lock: it may read the machine's interface addresses.
+        let group = info.addr.map(|a| PeerGroup::of_peer(a.ip()));
         let mut viewers = s.viewers.lock().unwrap();
-        if viewers.len() >= s.cfg.max_viewers {
+        let refusal = if viewers.len() >= s.cfg.max_viewers {
+            Some(HubError::Full {
+                max: s.cfg.max_viewers,
+            })
+        } else {
+            let max = s.cfg.max_viewers_per_address;
+            group
+                .filter(|g| viewers.values().filter(|v| v.group == Some(*g)).count() >= max)
+                .map(|peer| HubError::AddressFull { max, peer })
+        };
+        if let Some(e) = refusal {
             s.counters.viewers_rejected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(viewer = %info.name, addr = %info.addr_text(), api = info.api.as_str(),
-                max = s.cfg.max_viewers, "viewer rejected: limit reached");
-            return Err(HubError::Full {
-                max: s.cfg.max_viewers,
-            });
+                "viewer rejected: {e}");
+            return Err(e);
         }
         let id = s.next_viewer_id.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(ViewerEntry {
             info,
+            group,
             connected_at: Instant::now(),
             sent: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
@@ -810,6 +832,46 @@ mod tests {
         assert!(hub.connect(viewer("c")).is_ok());
         let c = hub.report().counters;
         assert_eq!((c.viewers_total, c.viewers_rejected), (3, 1));
+        hub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn one_host_cannot_take_every_slot() {
+        let cfg = HubConfig {
+            max_viewers: 10,
+            max_viewers_per_address: 2,
+            ..HubConfig::default()
+        };
+        let (hub, _fake) = fake_hub(cfg);
+        let from = |name: &str, addr: &str| ViewerInfo {
+            addr: Some(addr.parse().unwrap()),
+            ..viewer(name)
+        };
+        let a = hub.connect(from("a", "10.0.0.7:1000")).unwrap();
+        let _b = hub.connect(from("b", "[::ffff:10.0.0.7]:1001")).unwrap();
+        let refused = hub.connect(from("c", "10.0.0.7:1002")).err().unwrap();
+        assert_eq!(
+            refused.to_string(),
+            "viewer limit per address reached (2 viewers from 10.0.0.7); try again later"
+        );
+        // Others still get in; addressless viewers (none known) are not grouped.
+        let _d = hub.connect(from("d", "10.0.0.8:1000")).unwrap();
+        let _e = hub.connect(viewer("e")).unwrap();
+        let _f = hub.connect(viewer("f")).unwrap();
+        let _g = hub.connect(viewer("g")).unwrap();
+        // A remote IPv6 site is one peer, whatever address each host picks.
+        let _h = hub.connect(from("h", "[2001:db8:9:9::1]:1")).unwrap();
+        let _i = hub.connect(from("i", "[2001:db8:9:9::2]:1")).unwrap();
+        assert!(matches!(
+            hub.connect(from("j", "[2001:db8:9:9::3]:1")),
+            Err(HubError::AddressFull { max: 2, .. })
+        ));
+        drop(a);
+        assert!(
+            hub.connect(from("c", "10.0.0.7:1002")).is_ok(),
+            "a slot freed"
+        );
+        assert_eq!(hub.report().counters.viewers_rejected, 2);
         hub.shutdown().await;
     }
 

@@ -65,18 +65,18 @@ async fn v1_frames_carry_sequence_time_size_and_origin() {
 
 #[tokio::test]
 async fn twenty_concurrent_viewers_on_both_apis_all_decode() {
-    // All twenty come from 127.0.0.1, above the default per-address cap of 16.
+    // All twenty come from 127.0.0.1, above the default per-address caps (16 connections,
+    // 8 viewers).
     let mut settings = common::settings();
     settings.admission = Admission::new(ConnLimits {
         per_address: 32,
         ..ConnLimits::default()
     });
-    let server = TestServer::start_with(
-        common::pattern(320, 240, 30.0),
-        HubConfig::default(),
-        settings,
-    )
-    .await;
+    let cfg = HubConfig {
+        max_viewers_per_address: 32,
+        ..HubConfig::default()
+    };
+    let server = TestServer::start_with(common::pattern(320, 240, 30.0), cfg, settings).await;
     let mut viewers = Vec::new();
     for i in 0..20 {
         let channel = server.channel().await;

@@ -360,6 +360,55 @@ async fn viewer_limit_is_shared_with_grpc() {
     servers.stop().await;
 }
 
+/// One host's viewers on both transports count against one per-address cap; past it, each
+/// side is refused at once, naming the limit and the host.
+#[tokio::test]
+async fn per_address_viewer_cap_spans_grpc_and_http() {
+    let cfg = HubConfig {
+        max_viewers_per_address: 2,
+        ..HubConfig::default()
+    };
+    let servers = Servers::start(
+        common::pattern(160, 120, 30.0),
+        cfg,
+        HttpSettings::default(),
+    )
+    .await;
+    let mut grpc = FrameStream::open(servers.grpc.channel().await, false, "grpc", 0.0)
+        .await
+        .unwrap();
+    grpc.next().await.unwrap().unwrap();
+    let mut http = Mjpeg::open(servers.http, "/stream.mjpg?name=http").await;
+    http.next().await.unwrap();
+
+    let said = "viewer limit per address reached (2 viewers from 127.0.0.1)";
+    for path in ["/stream.mjpg", "/snapshot.jpg"] {
+        let (status, headers, body) = get(servers.http, path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(header_str(&headers, "retry-after"), "2");
+        assert!(text(&body).contains(said), "{}", text(&body));
+    }
+    let err = FrameStream::open(servers.grpc.channel().await, false, "third", 0.0)
+        .await
+        .err()
+        .expect("gRPC refused too");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains(said), "{}", err.message());
+
+    drop(http);
+    let hub = servers.grpc.hub.clone();
+    eventually("the HTTP viewer's slot is freed", || {
+        let hub = hub.clone();
+        async move { hub.viewer_count() == 1 }
+    })
+    .await;
+    let mut late = Mjpeg::open(servers.http, "/stream.mjpg?name=late").await;
+    late.next().await.unwrap();
+    assert_eq!(servers.grpc.hub.report().counters.viewers_rejected, 3);
+    drop(late);
+    servers.stop().await;
+}
+
 /// HTTP viewers show in GetInfo, and HTTP and gRPC viewers get the very same frames.
 #[tokio::test]
 async fn http_viewers_share_the_hubs_frames_and_show_in_get_info() {
