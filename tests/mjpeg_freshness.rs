@@ -14,8 +14,9 @@ use camcast::grpc::GrpcSettings;
 use camcast::http::HttpSettings;
 use camcast::hub::{Hub, HubConfig};
 use camcast::tls::{self, CertKind, ClientTlsOptions, ServerTls, ServerTlsFiles};
+use common::mjpeg_reader::PlainReader;
 use common::TestServer;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// A part read this many frames behind the newest is stale. Paced, a reader is 0–2 behind;
@@ -101,7 +102,7 @@ impl Camera {
                 Box::new(connector.connect(name, tcp).await.expect("TLS handshake"))
             }
         };
-        PlainReader::open(io, path).await
+        PlainReader::open(io, path).await.unwrap()
     }
 
     async fn stop(self) {
@@ -111,102 +112,6 @@ impl Camera {
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// An MJPEG reader written the plain way: the request by hand, tokio's default 8 KiB read
-/// buffer, chunked framing and parts decoded by hand, and bytes read only when a part is asked
-/// for. Nothing about it is tuned.
-struct PlainReader<IO> {
-    r: BufReader<IO>,
-    /// Bytes left in the current HTTP/1.1 chunk.
-    chunk_left: usize,
-}
-
-impl<IO: AsyncRead + AsyncWrite + Unpin> PlainReader<IO> {
-    async fn open(mut io: IO, path: &str) -> Self {
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: camcast.test\r\nUser-Agent: plain-reader/1\r\n\r\n"
-        );
-        io.write_all(request.as_bytes()).await.unwrap();
-        let mut r = BufReader::new(io);
-        let mut line = String::new();
-        r.read_line(&mut line).await.unwrap();
-        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-        let mut chunked = false;
-        loop {
-            line.clear();
-            r.read_line(&mut line).await.unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            chunked |= line.eq_ignore_ascii_case("transfer-encoding: chunked\r\n");
-        }
-        assert!(chunked, "an HTTP/1.1 stream of unknown length is chunked");
-        PlainReader { r, chunk_left: 0 }
-    }
-
-    /// Fills `buf` with body bytes, undoing the chunked framing.
-    async fn body(&mut self, buf: &mut [u8]) {
-        let mut filled = 0;
-        while filled < buf.len() {
-            if self.chunk_left == 0 {
-                let mut size = String::new();
-                self.r.read_line(&mut size).await.unwrap();
-                self.chunk_left = usize::from_str_radix(size.trim_end(), 16)
-                    .unwrap_or_else(|_| panic!("bad chunk size line {size:?}"));
-                assert!(self.chunk_left > 0, "the stream ended");
-            }
-            let n = (buf.len() - filled).min(self.chunk_left);
-            self.r
-                .read_exact(&mut buf[filled..filled + n])
-                .await
-                .unwrap();
-            filled += n;
-            self.chunk_left -= n;
-            if self.chunk_left == 0 {
-                let mut crlf = [0u8; 2];
-                self.r.read_exact(&mut crlf).await.unwrap();
-                assert_eq!(&crlf, b"\r\n", "chunk ends with CRLF");
-            }
-        }
-    }
-
-    async fn body_line(&mut self) -> String {
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while line.last() != Some(&b'\n') {
-            self.body(&mut byte).await;
-            line.push(byte[0]);
-        }
-        String::from_utf8(line).unwrap()
-    }
-
-    /// Reads the next part whole; returns its X-Sequence. Empty lines between parts are
-    /// skipped, as multipart readers do.
-    async fn next_part(&mut self) -> u64 {
-        let mut line = self.body_line().await;
-        while line == "\r\n" {
-            line = self.body_line().await;
-        }
-        assert_eq!(line, format!("--{}\r\n", camcast::http::BOUNDARY));
-        let (mut len, mut seq) = (None, None);
-        loop {
-            let line = self.body_line().await;
-            if line == "\r\n" {
-                break;
-            }
-            let (name, value) = line.split_once(':').expect("a header line");
-            match name.to_ascii_lowercase().as_str() {
-                "content-length" => len = value.trim().parse::<usize>().ok(),
-                "x-sequence" => seq = value.trim().parse::<u64>().ok(),
-                _ => {}
-            }
-        }
-        let mut jpeg = vec![0u8; len.expect("Content-Length")];
-        self.body(&mut jpeg).await;
-        assert!(jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.ends_with(&[0xFF, 0xD9]));
-        seq.expect("X-Sequence")
-    }
-}
 
 /// What a paced reading session saw.
 #[derive(Debug, Default)]
@@ -237,8 +142,8 @@ async fn read_slowly<IO: AsyncRead + AsyncWrite + Unpin>(
     reading: &mut Reading,
 ) {
     for _ in 0..parts {
-        let seq = reader.next_part().await;
-        reading.record(seq, camera.newest());
+        let part = reader.next_part().await.unwrap().expect("a part");
+        reading.record(part.seq, camera.newest());
         tokio::time::sleep(READER_PERIOD).await;
     }
 }
@@ -317,8 +222,8 @@ async fn a_fast_reader_keeps_the_cameras_rate_beside_a_slow_one() {
     let fast_reader = tokio::spawn(async move {
         let mut reading = Reading::default();
         for _ in 0..120 {
-            let seq = fast.next_part().await;
-            reading.record(seq, seq);
+            let part = fast.next_part().await.unwrap().expect("a part");
+            reading.record(part.seq, part.seq);
         }
         reading
     });

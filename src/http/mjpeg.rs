@@ -116,7 +116,11 @@ impl Feed {
                 return Some(self.hand_over(PROBE));
             }
         }
-        let frame = self.sub.next().await?.frame;
+        let delivery = self.sub.next().await?;
+        if let Some(pacer) = self.pacer.as_mut() {
+            pacer.delivered(delivery.skipped);
+        }
+        let frame = delivery.frame;
         let head = part_header(&frame);
         self.last = Some(Sent::Part(head.len() + frame.jpeg.len() + CRLF.len()));
         self.pending.extend([frame.jpeg, CRLF]);

@@ -17,6 +17,7 @@
 //! multipart readers skip) one at a time. Two prompt ACKs in a row (the first may only mean the
 //! reader was still finishing the part) open the gate, and the newest frame goes out. A reader
 //! that is busy or paused sees a probe every ~40 ms and no frame, and skips frames at the hub.
+//! A reader that missed no frame keeps up with the camera; for it, one prompt ACK is enough.
 //! A new connection's first ACKs are all immediate ("quickack": up to 16 of them), so prompt
 //! ACKs count only once the peer has sent [`QUICKACK_SEGMENTS`] segments.
 //!
@@ -273,6 +274,11 @@ impl Pacer {
         }
     }
 
+    /// The frame just taken from the hub came after `skipped` the reader missed.
+    pub(super) fn delivered(&mut self, skipped: u64) {
+        self.judge.keeping_up = skipped == 0;
+    }
+
     /// The body is handing bytes to hyper.
     pub(super) fn handing_over(&mut self) {
         self.handed_at = self.watch.flushes.load(Ordering::Acquire);
@@ -296,13 +302,17 @@ impl Pacer {
     /// (a prompt ACK takes about a round trip), then around the 40 ms a delayed ACK takes, then
     /// sparsely for a peer whose window is shut.
     async fn acked(&self, since: Instant) -> Option<(Instant, TcpSample)> {
+        // No ACK comes back sooner than a round trip plus the peer's wake-up: first look after
+        // a millisecond.
+        let mut next_look = since + poll_delay(Duration::ZERO);
         loop {
+            tokio::time::sleep_until(next_look).await;
             let sample = self.watch.sample()?;
             let now = Instant::now();
             if sample.all_acked {
                 return Some((now, sample));
             }
-            tokio::time::sleep(poll_delay(now - since)).await;
+            next_look = now + poll_delay(now - since);
         }
     }
 }
@@ -326,6 +336,10 @@ fn poll_delay(elapsed: Duration) -> Duration {
 struct Judge {
     /// Prompt probe ACKs in a row.
     streak: u8,
+    /// The reader missed no frame before the last one: it keeps up with the camera, and one
+    /// prompt ACK opens its gate (a probe and a round trip less per frame). If it has just
+    /// stopped reading, the cost is one frame that waits for it.
+    keeping_up: bool,
     /// This peer has shown a prompt pair: it ACKs a drained read at once.
     drains_seen: bool,
     /// The peer's window has shown unread data: it tracks what the reader consumes.
@@ -347,6 +361,7 @@ impl Default for Judge {
     fn default() -> Self {
         Judge {
             streak: 0,
+            keeping_up: false,
             drains_seen: false,
             window_tracks_reads: false,
             shut_at: None,
@@ -393,7 +408,8 @@ impl Judge {
         } else {
             self.streak = 0;
         }
-        if self.streak >= PROMPT_STREAK {
+        let needed = if self.keeping_up { 1 } else { PROMPT_STREAK };
+        if self.streak >= needed {
             self.drains_seen = true;
             return Gate::Open;
         }
@@ -459,6 +475,21 @@ mod tests {
         use Gate::*;
         assert_eq!(gates, [Probe, Probe, Probe, Probe, Probe, Open]);
         assert!(j.drains_seen);
+    }
+
+    #[test]
+    fn a_reader_that_keeps_up_needs_one_prompt_ack() {
+        let mut j = Judge {
+            keeping_up: true,
+            ..Judge::default()
+        };
+        let t0 = Instant::now();
+        assert_eq!(run(&mut j, t0, &[MS], 100_000), [Gate::Open]);
+        j.keeping_up = false;
+        assert_eq!(
+            run(&mut j, t0, &[MS, MS], 100_000),
+            [Gate::Probe, Gate::Open]
+        );
     }
 
     #[test]

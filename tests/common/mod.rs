@@ -14,6 +14,8 @@ use camcast::status::StatusCell;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod mjpeg_reader;
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub hub: Hub,
