@@ -8,16 +8,24 @@ one part read every 1/FPS seconds. Age = time of read - the part's X-Timestamp (
 same machine, same clock), so the figures include every buffer between the camera and here.
 
     mjpeg_reader.py URL|- [--fps 10] [--seconds 30] [--pause-at S --pause-for P] [--tls-ca PEM]
+                    [--fast-url URL --max-lag N]
 
 Prints one JSON object: frames read, frames skipped (from X-Sequence), the worst and mean age
 over the last `--window` seconds, the age of the first part read after the pause, and the
 age of every part read (`trace`). Standard library only.
+
+With --fast-url, a second reader reads that URL as fast as it can in a thread, and each part
+read is also compared by sequence number with the newest part the fast reader has seen
+(`lag`, in frames); with --max-lag, the exit status is 1 if a part read in the last window
+(the first one after the pause included) lagged by more than N frames. A check on sequence
+numbers, not on time.
 """
 import argparse
 import http.client
 import json
 import ssl
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -71,6 +79,19 @@ def read_part(body, boundary: str | None):
     return int(headers["x-sequence"]), float(headers["x-timestamp"]), length
 
 
+class FastReader(threading.Thread):
+    """Reads a stream as fast as it comes, remembering the newest sequence number."""
+
+    def __init__(self, url: str, ca: str | None):
+        super().__init__(daemon=True)
+        self.body, self.boundary = open_body(url, ca)
+        self.newest = 0
+
+    def run(self):
+        while (part := read_part(self.body, self.boundary)) is not None:
+            self.newest = part[0]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("url", help="the /stream.mjpg URL, or - to read the stream from stdin")
@@ -80,8 +101,14 @@ def main() -> int:
     p.add_argument("--pause-at", type=float, help="stop reading this many seconds in")
     p.add_argument("--pause-for", type=float, default=10.0, help="... for this long")
     p.add_argument("--tls-ca", help="CA certificate to trust for https")
+    p.add_argument("--fast-url", help="also read this stream as fast as possible, to compare sequence numbers")
+    p.add_argument("--max-lag", type=int, help="fail if a part read lagged the fast reader by more than this many frames")
     a = p.parse_args()
 
+    fast = None
+    if a.fast_url:
+        fast = FastReader(a.fast_url, a.tls_ca)
+        fast.start()
     body, boundary = open_body(a.url, a.tls_ca)
     start = time.monotonic()
     next_read = start
@@ -106,7 +133,8 @@ def main() -> int:
             break
         seq, stamp, _ = part
         read_at = time.monotonic()
-        trace.append((round(read_at - start, 3), seq, round(time.time() - stamp, 4)))
+        lag = max(0, fast.newest - seq) if fast else None
+        trace.append((round(read_at - start, 3), seq, round(time.time() - stamp, 4), lag))
         if last_seq is not None:
             skipped += max(0, seq - last_seq - 1)
         last_seq = seq
@@ -114,7 +142,10 @@ def main() -> int:
         next_read = max(next_read + 1.0 / a.fps, read_at) if a.fps > 0 else read_at
 
     end = trace[-1][0] if trace else 0.0
-    recent = [age for t, _, age in trace if t >= end - a.window]
+    recent = [age for t, _, age, _ in trace if t >= end - a.window]
+    lags = [lag for t, _, _, lag in trace if t >= end - a.window and lag is not None]
+    if first_after_pause is not None and first_after_pause < len(trace) and fast:
+        lags.append(trace[first_after_pause][3])
     result = {
         "frames": len(trace),
         "skipped": skipped,
@@ -124,10 +155,17 @@ def main() -> int:
         "first_after_pause_age_ms": (
             round(trace[first_after_pause][2] * 1000, 1)
             if first_after_pause is not None and first_after_pause < len(trace) else None),
+        "worst_lag": max(lags) if lags else None,
         "trace": trace,
     }
     print(json.dumps(result))
-    return 0 if trace else 1
+    if not trace:
+        return 1
+    if a.max_lag is not None and (not lags or max(lags) > a.max_lag):
+        print(f"a part read lagged the newest by {max(lags) if lags else '?'} frames (limit {a.max_lag})",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
