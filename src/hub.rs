@@ -347,6 +347,7 @@ impl Hub {
         Ok(Subscription {
             registration,
             rx,
+            unread: false,
             last_seq: None,
             min_interval,
             last_delivery: None,
@@ -531,6 +532,8 @@ impl Drop for Registration {
 pub struct Subscription {
     registration: Registration,
     rx: watch::Receiver<Option<Frame>>,
+    /// `ready` saw a frame that `next` has not taken yet (the channel counts it as seen).
+    unread: bool,
     last_seq: Option<u64>,
     min_interval: Option<Duration>,
     last_delivery: Option<tokio::time::Instant>,
@@ -539,21 +542,13 @@ pub struct Subscription {
 impl Subscription {
     /// Waits for a frame newer than the previous one; `None` once the hub shuts down.
     pub async fn next(&mut self) -> Option<Delivery> {
-        let closed = self.registration.hub.shared.closed.clone();
-        if let (Some(min), Some(last)) = (self.min_interval, self.last_delivery) {
-            tokio::select! {
-                biased;
-                _ = closed.cancelled() => return None,
-                _ = tokio::time::sleep_until(last + min) => {}
-            }
-        }
         loop {
-            tokio::select! {
-                biased;
-                _ = closed.cancelled() => return None,
-                changed = self.rx.changed() => changed.ok()?,
+            if !self.ready().await {
+                return None;
             }
-            // `None` means capture paused (camera gone or idle); keep waiting.
+            self.unread = false;
+            // The newest frame (it may be newer than the one `ready` saw); `None` if capture
+            // paused (camera gone or idle) since: keep waiting.
             let Some(frame) = self.rx.borrow_and_update().clone() else {
                 continue;
             };
@@ -567,6 +562,35 @@ impl Subscription {
             entry.skipped.fetch_add(skipped, Ordering::Relaxed);
             entry.last_seq.store(frame.seq, Ordering::Relaxed);
             return Some(Delivery { frame, skipped });
+        }
+    }
+
+    /// Waits until [`next`](Self::next) has a frame to return at once (the viewer's rate cap
+    /// included), without taking it; `false` once the hub shuts down. A transport uses it to
+    /// decide at the last moment whether its viewer is ready for the frame.
+    pub async fn ready(&mut self) -> bool {
+        if self.unread {
+            return true;
+        }
+        let closed = self.registration.hub.shared.closed.clone();
+        if let (Some(min), Some(last)) = (self.min_interval, self.last_delivery) {
+            tokio::select! {
+                biased;
+                _ = closed.cancelled() => return false,
+                _ = tokio::time::sleep_until(last + min) => {}
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = closed.cancelled() => return false,
+                changed = self.rx.changed() => if changed.is_err() { return false },
+            }
+            // `None` means capture paused (camera gone or idle); keep waiting.
+            if self.rx.borrow().is_some() {
+                self.unread = true;
+                return true;
+            }
         }
     }
 
@@ -912,6 +936,21 @@ mod tests {
             "skipped = missed between reads + missed since the last read"
         );
         hub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn ready_waits_for_a_frame_without_taking_it() {
+        let (hub, _fake) = fake_hub(HubConfig::default());
+        let mut sub = hub.connect(viewer("v")).unwrap();
+        let first = sub.next().await.unwrap();
+        assert!(sub.ready().await);
+        assert!(sub.ready().await, "asking again changes nothing");
+        let second = sub.next().await.unwrap();
+        assert!(second.frame.seq > first.frame.seq);
+        assert_eq!(second.skipped, second.frame.seq - first.frame.seq - 1);
+        assert_eq!(hub.report().viewers[0].frames_sent, 2, "ready took nothing");
+        hub.shutdown().await;
+        assert!(!sub.ready().await, "false once the hub shuts down");
     }
 
     #[tokio::test]

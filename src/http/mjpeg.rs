@@ -107,18 +107,30 @@ impl Feed {
             return Some(self.hand_over(chunk));
         }
         if let (Some(pacer), Some(last)) = (self.pacer.as_mut(), self.last) {
-            let gate = tokio::select! {
-                _ = self.hub.closed() => return None,
-                gate = pacer.next(last) => gate,
+            // A reader that keeps up is asked once, when the next frame is there.
+            let kept_up = match last {
+                Sent::Part(len) if pacer.keeping_up() => {
+                    if !self.sub.ready().await {
+                        return None;
+                    }
+                    pacer.kept_up(len)
+                }
+                _ => false,
             };
-            if gate == Gate::Probe {
-                self.last = Some(Sent::Probe);
-                return Some(self.hand_over(PROBE));
+            if !kept_up {
+                let gate = tokio::select! {
+                    _ = self.hub.closed() => return None,
+                    gate = pacer.next(last) => gate,
+                };
+                if gate == Gate::Probe {
+                    self.last = Some(Sent::Probe);
+                    return Some(self.hand_over(PROBE));
+                }
             }
         }
         let delivery = self.sub.next().await?;
         if let Some(pacer) = self.pacer.as_mut() {
-            pacer.delivered(delivery.skipped);
+            pacer.delivered(delivery.frame.seq, delivery.skipped);
         }
         let frame = delivery.frame;
         let head = part_header(&frame);

@@ -17,7 +17,9 @@
 //! multipart readers skip) one at a time. Two prompt ACKs in a row (the first may only mean the
 //! reader was still finishing the part) open the gate, and the newest frame goes out. A reader
 //! that is busy or paused sees a probe every ~40 ms and no frame, and skips frames at the hub.
-//! A reader that missed no frame keeps up with the camera; for it, one prompt ACK is enough.
+//! A reader that missed no frame keeps up with the camera: when the next frame is there, one
+//! look at whether the last part was acknowledged promptly replaces the probes, and if it was
+//! not, one prompt probe ACK is enough.
 //! A new connection's first ACKs are all immediate ("quickack": up to 16 of them), so prompt
 //! ACKs count only once the peer has sent [`QUICKACK_SEGMENTS`] segments.
 //!
@@ -62,6 +64,11 @@ pub(super) const DRAIN_VALVE: Duration = Duration::from_secs(30);
 /// everything at once ("quickack" after an idle gap), which would look like a waiting reader.
 const PROBE_BACKOFF_AFTER: Duration = Duration::from_secs(1);
 const PROBE_PAUSE: Duration = Duration::from_millis(60);
+/// A reader that keeps up is still probed before every this many frames: the prompt-ACK look
+/// alone cannot tell a reader that has just stopped (see [`Pacer::kept_up`]), so at most this
+/// many frames wait for one. Tied to sequence numbers, so every viewer that keeps up probes
+/// on the same frame and their timers fire together (one wake-up of the runtime, not one each).
+const VERIFY_EVERY_FRAMES: u64 = 3;
 
 /// What the stream body and the connection under it share: the socket (for TCP_INFO) and a
 /// count of completed flushes (after one, everything the body yielded before it is in the
@@ -204,6 +211,10 @@ struct TcpSample {
     min_rtt: Duration,
     /// Segments received from the peer (ACKs included).
     segs_in: u32,
+    /// Time since the last ACK arrived (the kernel's clock tick: 1-10 ms).
+    since_last_ack: Duration,
+    /// The connection's recent delivery rate, bytes a second (0: not known yet).
+    delivery_rate: u64,
 }
 
 /// Reads TCP_INFO. Fields are checked against the length the kernel filled in: an older
@@ -226,8 +237,8 @@ fn tcp_sample(fd: RawFd) -> io::Result<TcpSample> {
         return Err(io::Error::last_os_error());
     }
     let filled = |end: usize| len as usize >= end;
-    // tcpi_notsent_bytes and tcpi_min_rtt arrived in Linux 4.6; without them there is no gate.
-    if !filled(std::mem::offset_of!(libc::tcp_info, tcpi_min_rtt) + 4) {
+    // tcpi_notsent_bytes, tcpi_min_rtt (4.6) and tcpi_delivery_rate (4.9): without them, no gate.
+    if !filled(std::mem::offset_of!(libc::tcp_info, tcpi_delivery_rate) + 8) {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "TCP_INFO too old",
@@ -239,6 +250,8 @@ fn tcp_sample(fd: RawFd) -> io::Result<TcpSample> {
         peer_window: if window_known { info.tcpi_snd_wnd } else { 0 },
         min_rtt: Duration::from_micros(info.tcpi_min_rtt.into()),
         segs_in: info.tcpi_segs_in,
+        since_last_ack: Duration::from_millis(info.tcpi_last_ack_recv.into()),
+        delivery_rate: info.tcpi_delivery_rate,
     })
 }
 
@@ -274,9 +287,53 @@ impl Pacer {
         }
     }
 
-    /// The frame just taken from the hub came after `skipped` the reader missed.
-    pub(super) fn delivered(&mut self, skipped: u64) {
+    /// The frame `seq` just taken from the hub came after `skipped` the reader missed.
+    pub(super) fn delivered(&mut self, seq: u64, skipped: u64) {
         self.judge.keeping_up = skipped == 0;
+        self.judge.verify_due = seq.is_multiple_of(VERIFY_EVERY_FRAMES);
+    }
+
+    /// The reader missed no frame before the last one.
+    pub(super) fn keeping_up(&self) -> bool {
+        self.judge.keeping_up
+    }
+
+    /// For a reader that keeps up, asked when the next frame is there: was the last part,
+    /// `part_len` bytes, acknowledged within a round trip (plus the margin and its transfer
+    /// time) of its write? Then the reader read it as it arrived and is waiting again: one
+    /// TCP_INFO look replaces the probes. Anything else (not acknowledged yet, late, no TCP
+    /// facts, or a probe is due: see [`VERIFY_EVERY_FRAMES`]) is a "no", and the gate takes the
+    /// probing path.
+    ///
+    /// Weaker than probing: a receiver also ACKs at once whenever more than a segment is
+    /// unacknowledged and its buffer has room, so a reader that has just stopped still looks
+    /// prompt until its next probe.
+    pub(super) fn kept_up(&self, part_len: usize) -> bool {
+        if self.judge.verify_due
+            || !self.judge.drains_seen
+            || self.watch.flushes.load(Ordering::Acquire) <= self.handed_at
+        {
+            return false;
+        }
+        let written = *self
+            .watch
+            .last_flush
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (Some(written), Some(s)) = (written, self.watch.sample()) else {
+            return false;
+        };
+        if !s.all_acked {
+            return false;
+        }
+        let acked = Instant::now()
+            .checked_sub(s.since_last_ack)
+            .unwrap_or(written);
+        let transfer = match s.delivery_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs_f64(part_len as f64 / rate as f64),
+        };
+        acked.saturating_duration_since(written) <= s.min_rtt + PROMPT_MARGIN + transfer
     }
 
     /// The body is handing bytes to hyper.
@@ -340,6 +397,8 @@ struct Judge {
     /// prompt ACK opens its gate (a probe and a round trip less per frame). If it has just
     /// stopped reading, the cost is one frame that waits for it.
     keeping_up: bool,
+    /// The next gate must be opened by a probe, whatever the prompt-ACK look says.
+    verify_due: bool,
     /// This peer has shown a prompt pair: it ACKs a drained read at once.
     drains_seen: bool,
     /// The peer's window has shown unread data: it tracks what the reader consumes.
@@ -362,6 +421,7 @@ impl Default for Judge {
         Judge {
             streak: 0,
             keeping_up: false,
+            verify_due: false,
             drains_seen: false,
             window_tracks_reads: false,
             shut_at: None,
@@ -445,6 +505,8 @@ mod tests {
             peer_window: window,
             min_rtt: Duration::from_micros(200),
             segs_in: 1000,
+            since_last_ack: Duration::ZERO,
+            delivery_rate: 0,
         }
     }
 

@@ -98,6 +98,8 @@ def main() -> int:
     p.add_argument("--fps", type=float, default=10.0, help="parts read per second (0: as fast as they come)")
     p.add_argument("--seconds", type=float, default=30.0, help="how long to read")
     p.add_argument("--window", type=float, default=10.0, help="the worst age is taken over the last this many seconds")
+    p.add_argument("--fast-for", type=float, default=0.0,
+                   help="read as fast as parts come for this many seconds first, then at --fps")
     p.add_argument("--pause-at", type=float, help="stop reading this many seconds in")
     p.add_argument("--pause-for", type=float, default=10.0, help="... for this long")
     p.add_argument("--tls-ca", help="CA certificate to trust for https")
@@ -126,7 +128,8 @@ def main() -> int:
             paused = True
             first_after_pause = len(trace)
             now = next_read = time.monotonic()
-        if a.fps > 0 and next_read > now:
+        fps = 0 if now - start < a.fast_for else a.fps
+        if fps > 0 and next_read > now:
             time.sleep(next_read - now)
         part = read_part(body, boundary)
         if part is None:
@@ -139,7 +142,7 @@ def main() -> int:
             skipped += max(0, seq - last_seq - 1)
         last_seq = seq
         # A reader that fell behind its schedule reads the next part at once, not in a burst.
-        next_read = max(next_read + 1.0 / a.fps, read_at) if a.fps > 0 else read_at
+        next_read = max(next_read + 1.0 / fps, read_at) if fps > 0 else read_at
 
     end = trace[-1][0] if trace else 0.0
     recent = [age for t, _, age, _ in trace if t >= end - a.window]
