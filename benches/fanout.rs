@@ -246,6 +246,8 @@ impl Server {
         let mut cmd = Command::new(&self.path);
         cmd.args(["--listen", &grpc, "--http", &http])
             .args(["--source", "test-pattern", "--led", "none", "--log", "warn"])
+            // No mDNS: servers started one after another would rename each other on the LAN.
+            .arg("--no-mdns")
             .args([
                 "--size",
                 &format!("{width}x{height}"),

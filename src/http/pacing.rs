@@ -18,8 +18,9 @@
 //! reader was still finishing the part) open the gate, and the newest frame goes out. A reader
 //! that is busy or paused sees a probe every ~40 ms and no frame, and skips frames at the hub.
 //! A reader that missed no frame keeps up with the camera: when the next frame is there, one
-//! look at whether the last part was acknowledged promptly replaces the probes, and if it was
-//! not, one prompt probe ACK is enough.
+//! look at whether the last part was acknowledged promptly replaces the probes (a probe still
+//! precedes every third frame: that look cannot see a reader that has just stopped), and if it
+//! was not, one prompt probe ACK is enough.
 //! A new connection's first ACKs are all immediate ("quickack": up to 16 of them), so prompt
 //! ACKs count only once the peer has sent [`QUICKACK_SEGMENTS`] segments.
 //!
@@ -55,10 +56,10 @@ const PROMPT_STREAK: u8 = 2;
 const QUICKACK_SEGMENTS: u32 = 24;
 /// Before a connection has shown a prompt pair (and unless its window shows reads): the first
 /// longest time the gate stays shut; it doubles on each use.
-pub(super) const FALLBACK_VALVE: Duration = Duration::from_secs(1);
+const FALLBACK_VALVE: Duration = Duration::from_secs(1);
 /// After it has: a gate shut this long opens once (a safety net, not a pacing rule; a reader
 /// paused for longer than this reads one older frame when it resumes).
-pub(super) const DRAIN_VALVE: Duration = Duration::from_secs(30);
+const DRAIN_VALVE: Duration = Duration::from_secs(30);
 /// After this long shut, probes are spaced by [`PROBE_PAUSE`]: a long-paused reader costs about
 /// ten probes a second. The spacing stays below the 200 ms after which a Linux receiver ACKs
 /// everything at once ("quickack" after an idle gap), which would look like a waiting reader.
