@@ -12,7 +12,8 @@ same machine, same clock), so the figures include every buffer between the camer
 
 Prints one JSON object: frames read, frames skipped (from X-Sequence), the worst and mean age
 over the last `--window` seconds, the age of the first part read after the pause, and the
-age of every part read (`trace`). Standard library only.
+age of every part read (`trace`). `drawn_age_ms` is when Chromium would draw each frame (it
+draws a part once the next part's header block is in), as an age. Standard library only.
 
 With --fast-url, a second reader reads that URL as fast as it can in a thread, and each part
 read is also compared by sequence number with the newest part the fast reader has seen
@@ -53,7 +54,8 @@ def open_body(url: str, ca: str | None):
 
 
 def read_part(body, boundary: str | None):
-    """(seq, capture time, jpeg length) of the next part, or None at the end of the stream."""
+    """(seq, capture time, jpeg length, when its header block was complete) of the next part,
+    or None at the end of the stream."""
     line = body.readline()
     while line in (b"\r\n", b"\n"):
         line = body.readline()
@@ -70,13 +72,14 @@ def read_part(body, boundary: str | None):
             break
         k, _, v = line.decode("latin-1").partition(":")
         headers[k.strip().lower()] = v.strip()
+    headers_done = time.time()
     length = int(headers["content-length"])
     jpeg = body.read(length)
     if len(jpeg) != length:
         return None
     if not (jpeg.startswith(b"\xff\xd8") and jpeg.endswith(b"\xff\xd9")):
         raise SystemExit("a part is not a JPEG")
-    return int(headers["x-sequence"]), float(headers["x-timestamp"]), length
+    return int(headers["x-sequence"]), float(headers["x-timestamp"]), length, headers_done
 
 
 class FastReader(threading.Thread):
@@ -119,6 +122,10 @@ def main() -> int:
     first_after_pause = None
     last_seq = None
     skipped = 0
+    # Chromium draws a part only once the next part's header block is complete: the age of
+    # each frame when a browser reading this fast would draw it.
+    drawn = []
+    prev_stamp = None
     while True:
         now = time.monotonic()
         if now - start >= a.seconds:
@@ -134,7 +141,10 @@ def main() -> int:
         part = read_part(body, boundary)
         if part is None:
             break
-        seq, stamp, _ = part
+        seq, stamp, _, headers_done = part
+        if prev_stamp is not None:
+            drawn.append(headers_done - prev_stamp)
+        prev_stamp = stamp
         read_at = time.monotonic()
         lag = max(0, fast.newest - seq) if fast else None
         trace.append((round(read_at - start, 3), seq, round(time.time() - stamp, 4), lag))
@@ -159,6 +169,8 @@ def main() -> int:
             round(trace[first_after_pause][2] * 1000, 1)
             if first_after_pause is not None and first_after_pause < len(trace) else None),
         "worst_lag": max(lags) if lags else None,
+        "drawn_age_ms": {q: round(sorted(drawn)[int(f * (len(drawn) - 1))] * 1000, 1)
+                         for q, f in (("p50", 0.5), ("p99", 0.99))} if drawn else None,
         "trace": trace,
     }
     print(json.dumps(result))
