@@ -497,8 +497,9 @@ async fn stalled_reader_neither_slows_others_nor_queues_on_the_server() {
         "stalled viewer: {} frames sent, {} skipped",
         slow.frames_sent, slow.frames_skipped
     );
-    // The kernel's capped send buffer (256 KiB), the reader's receive buffer and hyper's 64 KiB
-    // hold about 8 of these ~40 KiB frames; a queue would hold all 90.
+    // Paced, it gets the frame it asked for and then only probes. Even unpaced, the kernel's
+    // capped send buffer (256 KiB), its receive buffer and hyper's 64 KiB hold about 8 of these
+    // ~40 KiB frames; a queue would hold all 90.
     assert!(
         slow.frames_sent <= 20,
         "server handed the stalled viewer only what its buffers hold, not a queue: {} sent",

@@ -5,7 +5,7 @@
 //! It is another view of the same [`Hub`] as gRPC: frames are never encoded twice, HTTP viewers
 //! count towards the same `max_viewers`, show up in `GetInfo` as api "http", and obey the same
 //! slow-viewer rule (a viewer gets the newest frame when it is ready for one and skips the rest;
-//! see [`pacing`] for how the server tells when an MJPEG reader is ready).
+//! see `pacing.rs` for how the server tells when an MJPEG reader is ready).
 
 mod auth;
 mod mjpeg;
@@ -42,10 +42,11 @@ const MAX_HEADERS: usize = 64;
 /// stalled viewer keeps at most about one frame here and the rest of its frames are skipped.
 const MAX_BUF_BYTES: usize = 64 * 1024;
 
-/// Kernel send buffer per HTTP connection (Linux doubles it). Left to autotuning, a loopback or
-/// fast-LAN socket grows to megabytes: a viewer that stops reading would then have dozens of
-/// stale frames queued in the kernel, and see them late. This is ample for LAN round-trip
-/// times (1080p at 30 fps needs about 1.6 MB/s); a slower path skips frames instead.
+/// Kernel send buffer per HTTP connection (Linux doubles it). An MJPEG stream is paced to its
+/// reader (see [`pacing`]) and never has more than a part in flight; this bounds what a
+/// connection can queue where pacing cannot see (no TCP facts). Left to autotuning, a loopback
+/// or fast-LAN socket grows to megabytes. Ample for LAN round-trip times (1080p at 30 fps
+/// needs about 1.6 MB/s).
 const SEND_BUFFER_BYTES: usize = 128 * 1024;
 
 /// HTTP settings.
