@@ -12,8 +12,9 @@ same machine, same clock), so the figures include every buffer between the camer
 
 Prints one JSON object: frames read, frames skipped (from X-Sequence), the worst and mean age
 over the last `--window` seconds, the age of the first part read after the pause, and the
-age of every part read (`trace`). `drawn_age_ms` is when Chromium would draw each frame (it
-draws a part once the next part's header block is in), as an age. Standard library only.
+age of every part read (`trace`). With --fps 0 (reading as a browser does, as fast as parts
+come), `drawn_age_ms` is how old each frame is when Chromium would draw it (it draws a part
+once the next part's header block is in). Standard library only.
 
 With --fast-url, a second reader reads that URL as fast as it can in a thread, and each part
 read is also compared by sequence number with the newest part the fast reader has seen
@@ -170,7 +171,7 @@ def main() -> int:
             if first_after_pause is not None and first_after_pause < len(trace) else None),
         "worst_lag": max(lags) if lags else None,
         "drawn_age_ms": {q: round(sorted(drawn)[int(f * (len(drawn) - 1))] * 1000, 1)
-                         for q, f in (("p50", 0.5), ("p99", 0.99))} if drawn else None,
+                         for q, f in (("p50", 0.5), ("p99", 0.99))} if drawn and a.fps == 0 else None,
         "trace": trace,
     }
     print(json.dumps(result))
