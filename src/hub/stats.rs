@@ -41,14 +41,17 @@ impl DropReason {
 pub enum ViewerRefusal {
     /// `max_viewers` viewers were already watching.
     ViewerCap,
+    /// The viewer's host (or IPv6 site) already had `max_viewers_per_address` viewers.
+    PerAddressCap,
 }
 
 impl ViewerRefusal {
-    pub const ALL: [ViewerRefusal; 1] = [ViewerRefusal::ViewerCap];
+    pub const ALL: [ViewerRefusal; 2] = [ViewerRefusal::ViewerCap, ViewerRefusal::PerAddressCap];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ViewerRefusal::ViewerCap => "viewer_cap",
+            ViewerRefusal::PerAddressCap => "per_address_viewer_cap",
         }
     }
 }
