@@ -10,7 +10,7 @@
 mod auth;
 mod mjpeg;
 mod pacing;
-pub use pacing::tcp_info_usable;
+pub use pacing::{tcp_info_usable, TcpInfoGap};
 mod routes;
 
 use std::future::Future;
@@ -157,7 +157,7 @@ pub async fn serve(
         tracing::info!(%addr, "serving HTTP: the page at /, /stream.mjpg, /snapshot.jpg, /info.json, /metrics, /healthz");
         if let Err(e) = tcp_info_usable() {
             tracing::warn!(
-                "/stream.mjpg is not paced to its readers: TCP_INFO is not usable here ({e}); \
+                "/stream.mjpg is not paced to its readers: {e}; \
                  a reader slower than the camera will read frames up to a send buffer behind"
             );
         }

@@ -218,28 +218,38 @@ struct TcpSample {
     delivery_rate: u64,
 }
 
+/// Why TCP_INFO cannot drive pacing here. Without it `/stream.mjpg` is unpaced: a reader slower
+/// than the camera reads frames that waited in socket buffers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TcpInfoGap {
+    /// No kernel answers TCP_INFO with an int; qemu-user passes it through as one.
+    #[error("TCP_INFO came back as a {0}-byte int, not the kernel's struct (an emulator such as qemu-user)")]
+    Emulated(usize),
+    #[error("TCP_INFO is too short ({0} bytes; pacing needs {1}: Linux 4.9 or later)")]
+    TooShort(usize, usize),
+    #[error("TCP_INFO cannot be read: {0}")]
+    Os(String),
+}
+
 /// Whether this system reports the TCP_INFO fields pacing needs, tried once on a loopback
-/// connection. Without them `/stream.mjpg` is unpaced (a reader slower than the camera reads
-/// frames that waited in socket buffers): kernels before 4.9, non-Linux systems, and qemu-user,
-/// which passes TCP_INFO through as a 4-byte int.
-pub fn tcp_info_usable() -> io::Result<()> {
+/// connection.
+pub fn tcp_info_usable() -> Result<(), TcpInfoGap> {
     use std::os::fd::AsRawFd;
-    static USABLE: std::sync::OnceLock<Result<(), (io::ErrorKind, String)>> =
-        std::sync::OnceLock::new();
-    let probe = || -> io::Result<()> {
-        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
-        let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    static USABLE: std::sync::OnceLock<Result<(), TcpInfoGap>> = std::sync::OnceLock::new();
+    let probe = || {
+        let os = |e: io::Error| TcpInfoGap::Os(e.to_string());
+        let listener =
+            std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).map_err(os)?;
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().map_err(os)?).map_err(os)?;
         tcp_sample(client.as_raw_fd()).map(drop)
     };
-    USABLE
-        .get_or_init(|| probe().map_err(|e| (e.kind(), e.to_string())))
-        .clone()
-        .map_err(|(kind, text)| io::Error::new(kind, text))
+    USABLE.get_or_init(probe).clone()
 }
 
 /// Reads TCP_INFO. Fields are checked against the length the kernel filled in: an older
 /// kernel's shorter struct leaves the newer ones zero.
-fn tcp_sample(fd: RawFd) -> io::Result<TcpSample> {
+fn tcp_sample(fd: RawFd) -> Result<TcpSample, TcpInfoGap> {
     // SAFETY: tcp_info is plain old data, so all-zero is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -254,15 +264,17 @@ fn tcp_sample(fd: RawFd) -> io::Result<TcpSample> {
         )
     };
     if rc != 0 {
-        return Err(io::Error::last_os_error());
+        return Err(TcpInfoGap::Os(io::Error::last_os_error().to_string()));
     }
-    let filled = |end: usize| len as usize >= end;
+    let len = len as usize;
+    let filled = |end: usize| len >= end;
     // tcpi_notsent_bytes, tcpi_min_rtt (4.6) and tcpi_delivery_rate (4.9): without them, no gate.
-    if !filled(std::mem::offset_of!(libc::tcp_info, tcpi_delivery_rate) + 8) {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "TCP_INFO too old",
-        ));
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_delivery_rate) + 8;
+    if len == std::mem::size_of::<libc::c_int>() {
+        return Err(TcpInfoGap::Emulated(len));
+    }
+    if !filled(needed) {
+        return Err(TcpInfoGap::TooShort(len, needed));
     }
     let window_known = filled(std::mem::offset_of!(libc::tcp_info, tcpi_snd_wnd) + 4);
     Ok(TcpSample {
@@ -670,23 +682,19 @@ mod tests {
 
     #[test]
     fn tcp_info_of_a_loopback_connection_reads() {
-        let emulated = std::env::var_os("CAMCAST_EXEC_WRAPPER").is_some_and(|w| !w.is_empty());
-        assert_eq!(
-            tcp_info_usable().is_ok(),
-            !emulated,
-            "{:?}",
-            tcp_info_usable()
-        );
         use std::os::fd::AsRawFd;
+        assert!(tcp_sample(-1).is_err());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        assert!(tcp_sample(-1).is_err());
         let sample = tcp_sample(client.as_raw_fd());
-        // qemu-user (CI runs the aarch64 suite under it) passes TCP_INFO through as a 4-byte int,
-        // so there the reader must say "too old" and pacing falls back to its window rule.
-        if emulated {
-            let e = sample.expect_err("qemu-user truncates TCP_INFO");
-            assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}");
+        assert_eq!(
+            tcp_info_usable(),
+            sample.as_ref().map(drop).map_err(Clone::clone)
+        );
+        // qemu-user (CI runs the aarch64 suite under it) answers with an int: pacing is off
+        // there, and only that measured cause is accepted.
+        if let Err(TcpInfoGap::Emulated(_)) = sample {
+            eprintln!("NOT CHECKED under an emulator: {}", sample.unwrap_err());
             return;
         }
         let s = sample.expect("TCP_INFO on Linux");
