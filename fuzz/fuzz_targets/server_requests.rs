@@ -224,8 +224,11 @@ fn http_request(
             format!("{k}={v}")
         })
         .collect();
-    let mut out = format!("{method} {path}?{} HTTP/1.1\r\nHost: camcast\r\n", query.join("&"))
-        .into_bytes();
+    let mut out = format!(
+        "{method} {path}?{} HTTP/1.1\r\nHost: camcast\r\n",
+        query.join("&")
+    )
+    .into_bytes();
     for (name, value) in headers.iter().take(32) {
         let name = match name {
             HeaderName::Authorization => "Authorization",
