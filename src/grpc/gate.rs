@@ -1,5 +1,6 @@
-//! The gate every gRPC request passes before reaching a service: the bearer-token check (when
-//! tokens are configured) and the open-request count the idle timeout relies on.
+//! The gate every gRPC request passes before reaching a tonic service: the bearer-token check
+//! (when tokens are configured) and the open-request count the idle timeout relies on. The
+//! streaming methods served on h2 directly apply the same two (see `streaming`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -82,22 +83,38 @@ where
 
 impl<S> Gate<S> {
     fn check<B>(&self, req: &http::Request<B>) -> Result<(), Status> {
-        let Some(tokens) = &self.tokens else {
-            return Ok(());
-        };
-        let path = req.uri().path();
-        if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
-            return Ok(());
-        }
-        let header = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        tokens.check_header(header).map_err(|e| {
-            let addr = conn_info(req).map(|c| c.remote.to_string());
-            tracing::warn!(addr = addr.as_deref().unwrap_or("?"), path, reason = %e,
-                "request refused: bad or missing token");
-            Status::unauthenticated(e.to_string())
-        })
+        let remote = conn_info(req).map(|c| c.remote);
+        check_token(
+            self.tokens.as_deref(),
+            req.uri().path(),
+            req.headers(),
+            remote,
+        )
     }
+}
+
+/// The bearer-token check of one request (when tokens are configured): every path but
+/// health needs a valid `authorization: Bearer` header. Shared by the tonic services and the
+/// streaming methods served on h2 directly.
+pub fn check_token(
+    tokens: Option<&Tokens>,
+    path: &str,
+    headers: &http::HeaderMap,
+    remote: Option<std::net::SocketAddr>,
+) -> Result<(), Status> {
+    let Some(tokens) = tokens else {
+        return Ok(());
+    };
+    if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        return Ok(());
+    }
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    tokens.check_header(header).map_err(|e| {
+        let addr = remote.map(|a| a.to_string());
+        tracing::warn!(addr = addr.as_deref().unwrap_or("?"), path, reason = %e,
+            "request refused: bad or missing token");
+        Status::unauthenticated(e.to_string())
+    })
 }

@@ -1,19 +1,31 @@
 //! gRPC transport: the seed contract and camcast.v1 as two views of the same hub, plus the
 //! standard health and reflection services.
+//!
+//! Connections are served on h2 directly ([`server`]): the two live-frame streams by
+//! [`streaming`], paced by each viewer's HTTP/2 credits ([`credit`]) so a slow viewer skips
+//! frames instead of queueing them; everything else by tonic's services through [`bridge`].
+//! docs/flow-control.md explains the design and its measurements.
 
+mod bridge;
+mod credit;
 mod gate;
+mod message;
 pub mod request;
-mod seed;
+mod server;
+mod streaming;
 mod v1;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic_health::ServingStatus;
+use tower::Layer;
 
 use crate::admission::Admission;
 use crate::auth::Tokens;
@@ -23,7 +35,6 @@ use crate::pb;
 use crate::status::{State, StatusCell};
 use crate::tls::ServerTls;
 
-pub use seed::SeedService;
 pub use v1::CameraService;
 
 /// Fully qualified gRPC service names, as health checks and reflection know them.
@@ -33,6 +44,9 @@ pub const V1_SERVICE: &str = "camcast.v1.Camera";
 /// Shutdown waits this long for connections, well inside the process's 10 s grace.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// HTTP/2 streams a connection may open beyond the viewer cap: unary calls, health, reflection.
+const STREAMS_BEYOND_VIEWERS: u32 = 16;
+
 /// Transport settings and limits. Every limit a peer could push against is here, with its
 /// config key named in `deploy/camcast.toml`.
 #[derive(Debug, Clone)]
@@ -41,7 +55,9 @@ pub struct GrpcSettings {
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     pub snapshot_timeout: Duration,
-    /// HTTP/2 streams one connection may have open: a viewer needs one or two.
+    /// HTTP/2 streams one connection may have open. Streams beyond it wait silently in the
+    /// client, so it only bounds abusive peers: [`GrpcSettings::new`] keeps it above the viewer
+    /// cap, whose refusals name the limit.
     pub max_streams_per_connection: u32,
     pub max_request_bytes: usize,
     pub max_header_list_bytes: u32,
@@ -65,6 +81,13 @@ impl Default for GrpcSettings {
 impl GrpcSettings {
     /// The settings from a validated config plus the loaded TLS identity and tokens.
     pub fn new(c: &Config, tls: Option<ServerTls>, tokens: Option<Tokens>) -> Self {
+        // grpcio opens every channel to one target on one connection: 50 viewers in one
+        // program are 50 streams. Any of them beyond the viewer cap must hear so from the
+        // hub (RESOURCE_EXHAUSTED, naming the limit), not wait behind the stream limit.
+        let viewers = u32::try_from(c.hub.max_viewers).unwrap_or(u32::MAX);
+        let streams = c
+            .max_streams_per_connection
+            .max(viewers.saturating_add(STREAMS_BEYOND_VIEWERS));
         GrpcSettings {
             max_name_len: c.max_name_len,
             keepalive_interval: c.keepalive_interval,
@@ -72,7 +95,7 @@ impl GrpcSettings {
             snapshot_timeout: c.snapshot_timeout,
             drain_timeout: DRAIN_TIMEOUT,
             admission: Admission::new(c.conn.clone()),
-            max_streams_per_connection: c.max_streams_per_connection,
+            max_streams_per_connection: streams,
             max_request_bytes: c.max_request_bytes,
             max_header_list_bytes: c.max_header_list_bytes,
             seed_contract: c.seed_contract,
@@ -85,7 +108,8 @@ impl GrpcSettings {
 type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Serves every gRPC service on `listener` until `shutdown` resolves; then ends all viewer
-/// streams with an OK status, waits for connections to finish and stops the capture thread.
+/// streams with an OK status, waits for connections to finish (at most `drain_timeout`) and
+/// stops the capture thread.
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
@@ -106,59 +130,55 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("descriptor set compiled by build.rs is valid");
-
-    let seed = settings.seed_contract.then(|| {
-        pb::seed::webcam_streaming_server::WebcamStreamingServer::new(SeedService::new(
-            hub.clone(),
-            settings.clone(),
-        ))
-        .max_encoding_message_size(MAX_FRAME_BYTES)
-        .max_decoding_message_size(settings.max_request_bytes)
-    });
+    // The live-frame methods never reach tonic (see `streaming`); the seed service has no
+    // other method, so tonic does not serve it at all.
     let v1 =
         pb::v1::camera_server::CameraServer::new(CameraService::new(hub.clone(), settings.clone()))
             .max_encoding_message_size(MAX_FRAME_BYTES)
             .max_decoding_message_size(settings.max_request_bytes);
-
-    let incoming = settings.admission.incoming(listener);
-    let stopping = tokio_util::sync::CancellationToken::new();
-    let stopped = stopping.clone();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: ending viewer streams");
-        hub.shutdown().await;
-        stopped.cancel();
-    };
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = &settings.tls {
-        let config = tls
-            .tonic_config()
-            .timeout(settings.admission.limits().handshake_timeout);
-        server = server.tls_config(config)?;
-    }
-    let served = server
-        .http2_keepalive_interval(Some(settings.keepalive_interval))
-        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
-        .max_concurrent_streams(settings.max_streams_per_connection)
-        .http2_max_header_list_size(settings.max_header_list_bytes)
-        .layer(gate::GateLayer::new(settings.tokens.clone()))
-        .add_service(health_service)
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_optional_service(seed)
         .add_service(v1)
-        .serve_with_incoming_shutdown(incoming, signal);
-    // tonic waits for every connection to close. One whose viewer stopped reading cannot take
-    // its final status (HTTP/2 flow control), and a health Watch never ends: give them
-    // `drain_timeout`, then return and let the process exit.
+        .prepare();
+    let tonic = gate::GateLayer::new(settings.tokens.clone()).layer(routes);
+
+    let tls = settings.tls.as_ref().map(|t| {
+        // HTTP/2 only on this port, as tonic's server offered.
+        let mut config = (*t.rustls).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
     let drain = settings.drain_timeout;
-    tokio::select! {
-        served = served => served,
-        () = async { stopping.cancelled().await; tokio::time::sleep(drain).await } => {
-            tracing::warn!("gRPC connections still open {drain:?} after shutdown (viewers not reading); leaving them");
-            Ok(())
-        }
+    let shared = Arc::new(server::Shared {
+        streams: Arc::new(streaming::Streams {
+            hub: hub.clone(),
+            settings,
+        }),
+        tonic,
+        tls,
+        draining: CancellationToken::new(),
+        abandon: CancellationToken::new(),
+    });
+    let stop = CancellationToken::new();
+    let accepting = tokio::spawn(server::accept(listener, shared.clone(), stop.clone()));
+    shutdown.await;
+    tracing::info!("shutting down: ending viewer streams");
+    stop.cancel();
+    hub.shutdown().await;
+    shared.draining.cancel();
+    let connections = accepting.await.expect("the accept loop does not panic");
+    // A connection whose viewer stopped reading cannot take its final status (HTTP/2 flow
+    // control), and a health Watch never ends: give them `drain_timeout`, then close them
+    // and return so the process can exit.
+    if tokio::time::timeout(drain, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("gRPC connections still open {drain:?} after shutdown (viewers not reading); closing them");
+        shared.abandon.cancel();
     }
+    Ok(())
 }
 
 /// Mirrors the appliance state into gRPC health: the camera services are NOT_SERVING while the

@@ -1,9 +1,8 @@
 //! The `camcast.v1.Camera` service: frames with metadata, snapshots and server info.
 
-use futures_util::stream;
 use tonic::{Request, Response, Status};
 
-use super::request::{checked_max_fps, checked_name};
+use super::request::checked_name;
 use super::{FrameStream, GrpcSettings};
 use crate::frame::{Frame as HubFrame, FrameOrigin};
 use crate::hub::{Api, Hub, HubReport, RateCap, ViewerInfo};
@@ -25,24 +24,15 @@ impl CameraService {
 impl Camera for CameraService {
     type StreamFramesStream = FrameStream<pb::Frame>;
 
+    /// Never called: the server answers this method itself, paced by the viewer's HTTP/2
+    /// credits (`grpc::streaming`), before a request could reach tonic.
     async fn stream_frames(
         &self,
-        request: Request<pb::StreamRequest>,
+        _request: Request<pb::StreamRequest>,
     ) -> Result<Response<Self::StreamFramesStream>, Status> {
-        let addr = crate::admission::peer_addr(&request);
-        let req = request.into_inner();
-        let name = checked_name(&req.viewer_name, self.settings.max_name_len)?;
-        let sub = self.hub.connect(ViewerInfo {
-            name,
-            addr,
-            api: Api::V1,
-            max_fps: checked_max_fps(req.max_fps)?,
-        })?;
-        let frames = stream::unfold(sub, |mut sub| async move {
-            let d = sub.next().await?;
-            Some((Ok(to_pb(d.frame, d.skipped)), sub))
-        });
-        Ok(Response::new(Box::pin(frames)))
+        Err(Status::internal(
+            "StreamFrames is served by grpc::streaming, not through tonic",
+        ))
     }
 
     async fn snapshot(
