@@ -118,7 +118,7 @@ impl CreditBook {
         t.last_claimed = t.last_claimed.max(id);
         let last = t.last_claimed;
         t.streams
-            .retain(|&sid, (_, claimed)| *claimed || sid > last);
+            .retain(|&sid, (_, claimed)| *claimed || sid >= last);
         let (credit, claimed) = t.streams.entry(id).or_default();
         *claimed = true;
         Claim {
@@ -604,9 +604,11 @@ mod tests {
         }
         parser.feed(&wire, &book);
         assert_eq!(book.tracked.lock().unwrap().streams.len(), 5);
-        // h2 refused 1..7 (say): claiming 9 drops them.
+        parser.feed(&window_update(9, 5), &book);
+        // h2 refused 1..7 (say): claiming 9 drops them, and keeps what 9 was credited.
         let claim = book.claim(9);
         assert_eq!(book.tracked.lock().unwrap().streams.len(), 1);
+        assert_eq!(claim.credit.credited.load(Ordering::SeqCst), 5);
         // Late credit for a stream that is gone creates nothing.
         parser.feed(&window_update(3, 10), &book);
         parser.feed(&headers(5), &book);
