@@ -18,12 +18,14 @@
 //!   the client's next write, so the connection PINGs while such a stream waits.
 //! - **Batch creditors** (h2/hyper/tonic: WINDOW_UPDATE once a third of the window is read;
 //!   grpc-java at half, grpc-go at a quarter) never go below zero and say nothing until a
-//!   batch is read, so the server cannot tell a fast reader from a slow one before then. The
-//!   pacer lets U grow to half the peer's window: enough for each of those rules to credit (a
-//!   fast reader keeps the camera's rate), half the backlog a slow one had before. A client
-//!   that has never credited at all when credit stalls for [`STALL`] gets the budget doubled,
-//!   up to its whole window, so no crediting rule can deadlock. Fresh frames for such clients
-//!   take an application-level signal (see docs/flow-control.md).
+//!   batch is read, so the server cannot tell a fast reader from a slow one before then.
+//!   Every stream starts strict (one frame in flight, which is all a pull-signalling client
+//!   ever needs); when credit stalls for [`STALL`] the pacer takes the client for a batch
+//!   creditor and lets U grow to half its window: enough for each of those rules to credit
+//!   (a fast reader keeps the camera's rate), half the backlog a slow one had before. Every
+//!   rule we know credits by then (grpc-java and OkHttp at half the window consumed, h2 at a
+//!   third, grpc-go at a quarter); one that waited for more would stall. Fresh frames for
+//!   batch creditors take an application-level signal (see docs/flow-control.md).
 
 use std::collections::HashMap;
 use std::io;
@@ -39,8 +41,7 @@ use tokio::time::Instant;
 
 /// HTTP/2's initial stream window until the peer's SETTINGS say otherwise (RFC 9113 6.5.2).
 const DEFAULT_WINDOW: u32 = 65_535;
-/// A client that has never credited and whose credit has not moved for this long gets a
-/// bigger budget.
+/// Credit that has not moved for this long marks a batch creditor.
 pub const STALL: Duration = Duration::from_millis(250);
 /// A stream that has not shown pull signalling by then is taken for a batch creditor, and
 /// the connection stops pinging fast on its behalf.
@@ -384,8 +385,8 @@ pub struct Pacer {
     claim: Claim,
     sent: u64,
     signalling: Signalling,
-    /// Batch creditors: uncredited bytes allowed before the next frame goes, once widened
-    /// (half the peer's window until then).
+    /// Uncredited bytes allowed before the next frame goes, once the stream is taken for a
+    /// batch creditor (none until then: one frame in flight).
     widened: Option<u64>,
     last_len: u64,
     /// Credit total when last looked at, and since when it has not moved.
@@ -443,18 +444,16 @@ impl Pacer {
         }
     }
 
-    /// Uncredited bytes a batch creditor may have before the next frame goes.
+    /// Uncredited bytes allowed before the next frame goes.
     fn budget(&self) -> u64 {
-        self.widened
-            .unwrap_or(u64::from(self.claim.book.initial_window()) / 2)
+        self.widened.unwrap_or(0)
     }
 
-    /// Credit has stalled on a client that never credited: let more frames go, up to its
-    /// whole window (a crediting rule we do not know must not deadlock the stream).
+    /// Credit has stalled with a frame in flight: a batch creditor, which may have half its
+    /// window uncredited (or one frame, if frames are larger; h2 sends it as credit comes).
     fn widen(&mut self) {
         let window = u64::from(self.claim.book.initial_window());
-        self.widened = Some((self.budget() * 2).max(self.last_len).min(window));
-        self.quiet_since = Instant::now();
+        self.widened = Some((window / 2).max(self.last_len).min(window));
     }
 
     /// Whether a PING from us would bring this stream's next credit.
@@ -476,8 +475,7 @@ impl Pacer {
             if self.open() {
                 return;
             }
-            let credited = credit.credited.load(Ordering::SeqCst);
-            if self.signalling == Signalling::Pull || credited > 0 {
+            if self.signalling == Signalling::Pull || self.widened.is_some() {
                 changed.await;
                 continue;
             }
@@ -486,7 +484,7 @@ impl Pacer {
                 () = tokio::time::sleep_until(self.quiet_since + STALL) => {
                     self.widen();
                     tracing::debug!(stream = self.claim.id, budget = self.budget(),
-                        "no credit yet: wider budget");
+                        "credit stalled: taken for a batch creditor");
                 }
             }
         }
@@ -663,7 +661,13 @@ mod tests {
         book.set_initial_window(4 << 20);
         p.ready().await;
         p.sent(15_000);
-        book.credit(1, 15_000); // it credits, if only in batches
+        // One frame in flight until credit stalls.
+        assert!(!p.open());
+        let start = Instant::now();
+        p.ready().await;
+        assert_eq!(Instant::now() - start, STALL);
+        p.sent(15_000);
+        book.credit(1, 30_000); // it credits, if only in batches
         let frames = fill(&mut p).await;
         assert_eq!(p.signalling(), Signalling::Unknown);
         assert_eq!(
@@ -679,26 +683,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_client_that_never_credits_is_not_deadlocked() {
+    async fn a_client_that_never_credits_gets_half_its_window_and_no_more() {
         let (book, mut p) = pacer();
         book.set_initial_window(4 << 20);
         let frames = fill(&mut p).await;
-        assert_eq!(
-            frames,
-            (4 << 20) / 15_000 + 1,
-            "its whole window, then nothing"
-        );
-        assert!(p.uncredited() <= (4 << 20) + 15_000);
+        assert_eq!(frames, (2 << 20) / 15_000 + 1);
+        assert!(p.uncredited() <= (2 << 20) + 15_000);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_tiny_window_caps_the_budget() {
+    async fn a_frame_larger_than_the_window_still_goes_and_then_the_budget_holds() {
         let (book, mut p) = pacer();
         p.ready().await;
-        p.sent(100_000); // larger than the whole 64 KiB window
+        p.sent(100_000); // larger than the whole 64 KiB window: h2 sends it as credit comes
         book.credit(1, 90_000);
-        // 10 000 bytes stay uncredited (below h2's threshold): within the budget.
-        tokio::time::timeout(Duration::from_millis(1), p.ready())
+        // 10 000 bytes stay uncredited (below h2's threshold): a stall, then half the window.
+        tokio::time::timeout(STALL * 2, p.ready())
             .await
             .expect("a credit residue below half the window does not hold frames back");
         p.sent(100_000);
@@ -707,7 +707,7 @@ mod tests {
             stuck.is_err(),
             "a viewer that stopped reading gets nothing more"
         );
-        assert_eq!(p.budget(), u64::from(DEFAULT_WINDOW) / 2);
+        assert_eq!(p.budget(), 100_000.min(u64::from(DEFAULT_WINDOW)));
         assert_eq!(book.initial_window(), DEFAULT_WINDOW);
     }
 }

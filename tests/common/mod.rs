@@ -1,6 +1,8 @@
 //! A real camcast server on an ephemeral loopback port, for integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod core_client;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
