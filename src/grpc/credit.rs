@@ -422,6 +422,7 @@ impl Pacer {
 
     /// Records a message of `len` bytes handed to h2.
     pub fn sent(&mut self, len: usize) {
+        tracing::trace!(stream = self.claim.id, len, u = self.uncredited(), "send");
         self.sent += len as u64;
         self.last_len = len as u64;
         self.quiet_since = self.quiet_since.max(Instant::now());
@@ -432,6 +433,13 @@ impl Pacer {
         let u = self.uncredited();
         let credited = self.claim.credit.credited.load(Ordering::SeqCst);
         if credited != self.seen_credit {
+            tracing::trace!(
+                stream = self.claim.id,
+                inc = credited - self.seen_credit,
+                u,
+                sent = self.sent,
+                "credit"
+            );
             self.seen_credit = credited;
             self.quiet_since = Instant::now();
         }
@@ -439,6 +447,10 @@ impl Pacer {
             self.signalling = Signalling::Pull;
         }
         match self.signalling {
+            // A reader waiting for the next message with nothing buffered credits its 5-byte
+            // header: U = -5. grpc core also credits ahead at times (U a few kB below zero
+            // while the reader is busy), so now and then one frame goes before it is asked
+            // for and waits for the next read (docs/flow-control.md has the figures).
             Signalling::Pull => u < 0,
             Signalling::Unknown => u <= self.budget() as i64,
         }

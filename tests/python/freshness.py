@@ -3,7 +3,7 @@
 default settings (4 MiB stream window, credits as the application reads).
 
     freshness.py HOST:PORT [--contract v1|seed] [--fps F] [--duration S]
-                           [--pause S] [--viewers N] [--json]
+                           [--pause S] [--viewers N] [--json] [--check-lag N]
 
 Modes:
 - default: one viewer calls next() F times a second (0 = as fast as frames come) for S seconds
@@ -20,7 +20,10 @@ at full rate and records each JPEG's hash with its seq and capture time; a seed 
 and sequence number come from the reference frame with identical bytes (the hub hands the
 same buffer to both). Seed frames the reference missed are counted as unmatched.
 
-Exit status 0 whatever was measured; the caller judges the numbers (see .ci/grpcio-freshness).
+Lag, in frames: the newest seq the reference has seen when the measured viewer reads a frame,
+minus that frame's seq. It needs no clock and is what --check-lag N judges: exit status 1
+unless the worst lag over the last 10 s (or of the first frame after a pause) is at most N and
+the viewer skipped frames. Without --check-lag the exit status is 0 whatever was measured.
 """
 import argparse
 import hashlib
@@ -98,6 +101,7 @@ class Viewer:
     """One measured viewer: yields (read time us, seq, capture us, skipped) per frame."""
 
     def __init__(self, mods, channel, contract, reference, name):
+        self.lags = []
         grpc, seed, seed_grpc, v1, v1_grpc = mods
         self.contract, self.reference = contract, reference
         self.unmatched = 0
@@ -121,6 +125,7 @@ class Viewer:
             seq, cap = hit
             skipped = 0 if self.last_seq is None else max(0, seq - self.last_seq - 1)
         self.last_seq = seq
+        self.lags.append((t, self.reference.newest_seq - seq))
         return t, seq, cap, skipped
 
 
@@ -162,8 +167,11 @@ def run_one(mods, args, target, reference):
         paced(viewer, args.fps, 3, samples)
         before = len(samples)
         time.sleep(args.pause)
+        lags_before = len(viewer.lags)
         paced(viewer, args.fps, 3, samples)
         after = [s for s in samples[before:] if s[2] is not None]
+        after_lags = [lag for _, lag in viewer.lags[lags_before:]]
+        result["first_lag_after_pause"] = after_lags[0] if after_lags else None
         ages = [round((t - cap) / 1000, 1) for t, _, cap, _ in after]
         result.update({"pause_s": args.pause, "ages_ms_after_pause": ages[:8],
                        "first_age_ms_after_pause": ages[0] if ages else None,
@@ -171,8 +179,10 @@ def run_one(mods, args, target, reference):
     else:
         paced(viewer, args.fps, args.duration, samples)
         result.update(summarise(samples, samples[-1][0]))
-    if reference:
-        result["unmatched"] = viewer.unmatched
+        recent = [lag for t, lag in viewer.lags if t >= samples[-1][0] - 10_000_000]
+        result["lag_max_last_10s"] = max(recent) if recent else None
+    result["skipped_total"] = sum(s for *_, s in samples if s)
+    result["unmatched"] = viewer.unmatched
     viewer.stream.cancel()
     channel.close()
     return result
@@ -232,6 +242,7 @@ def main():
     p.add_argument("--pause", type=float, default=0)
     p.add_argument("--viewers", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--check-lag", type=int, default=None)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         generate_stubs(pathlib.Path(tmp))
@@ -244,17 +255,22 @@ def main():
         if args.viewers:
             result = run_many(mods, args, args.target)
         else:
-            reference = Reference(grpc, v1, v1_grpc, args.target) if args.contract == "seed" else None
-            if reference:
-                time.sleep(1)  # the reference is reading before the measured viewer starts
+            reference = Reference(grpc, v1, v1_grpc, args.target)
+            time.sleep(1)  # the reference is reading before the measured viewer starts
             result = run_one(mods, args, args.target, reference)
-            if reference:
-                reference.close()
+            reference.close()
     if args.json:
         print(json.dumps(result))
     else:
         for k, v in result.items():
             print(f"{k}: {v}")
+    if args.check_lag is None or args.viewers:
+        return 0
+    lag = result.get("first_lag_after_pause" if args.pause else "lag_max_last_10s")
+    if lag is None or lag > args.check_lag or result["skipped_total"] == 0:
+        print(f"FAIL: lag {lag} frames (at most {args.check_lag}), "
+              f"{result['skipped_total']} skipped (want > 0)")
+        return 1
     return 0
 
 
