@@ -41,6 +41,9 @@ use tokio::time::Instant;
 
 /// HTTP/2's initial stream window until the peer's SETTINGS say otherwise (RFC 9113 6.5.2).
 const DEFAULT_WINDOW: u32 = 65_535;
+/// A gRPC message header: what a pull-signalling reader credits when it waits for the next
+/// message with nothing buffered.
+const GRPC_HEADER: u32 = 5;
 /// Credit that has not moved for this long marks a batch creditor.
 pub const STALL: Duration = Duration::from_millis(250);
 /// A stream that has not shown pull signalling by then is taken for a batch creditor, and
@@ -60,6 +63,9 @@ const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 #[derive(Debug, Default)]
 pub struct StreamCredit {
     credited: AtomicU64,
+    /// A credit of exactly a gRPC message header came: only a pull-signalling client (a
+    /// reader waiting for the next header) credits that little; batch creditors credit kBs.
+    header_credit: std::sync::atomic::AtomicBool,
     changed: Notify,
 }
 
@@ -143,6 +149,9 @@ impl CreditBook {
             credit
                 .credited
                 .fetch_add(u64::from(increment), Ordering::SeqCst);
+            if increment == GRPC_HEADER {
+                credit.header_credit.store(true, Ordering::SeqCst);
+            }
             credit.changed.notify_one();
         }
     }
@@ -443,7 +452,8 @@ impl Pacer {
             self.seen_credit = credited;
             self.quiet_since = Instant::now();
         }
-        if u < 0 {
+        if u < 0 || self.claim.credit.header_credit.load(Ordering::SeqCst) {
+            // Even after a stall took it for a batch creditor: its backlog is what went since.
             self.signalling = Signalling::Pull;
         }
         match self.signalling {
@@ -692,6 +702,20 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(1), p.ready())
             .await
             .expect("credit opens the gate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_header_credit_still_marks_a_pull_signalling_client() {
+        let (book, mut p) = pacer();
+        book.set_initial_window(4 << 20);
+        p.ready().await;
+        p.sent(15_000);
+        p.ready().await; // a stall: taken for a batch creditor
+        assert_eq!(p.budget(), 2 << 20);
+        p.sent(15_000);
+        book.credit(1, 5); // the grpcio read posted at the call's start, late
+        assert!(!p.open());
+        assert_eq!(p.signalling(), Signalling::Pull);
     }
 
     #[tokio::test(start_paused = true)]
