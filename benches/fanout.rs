@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use camcast::client::{self, FrameStream};
+use camcast::source::encode::{Encoder, Layout, YuvFormat};
 use camcast::source::pattern::Canvas;
 
 #[path = "common/machine.rs"]
@@ -170,7 +171,7 @@ fn spawn_server(width: u32, height: u32, viewers: usize) -> (Child, String) {
         ])
         .args(["--max-viewers", &(viewers + 8).to_string()])
         // Every viewer comes from 127.0.0.1: lift the per-address cap with the viewer cap.
-        .args(["--max-conns-per-addr", &(viewers + 8).to_string()])
+        .args(["--max-connections-per-address", &(viewers + 8).to_string()])
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn camcast (built by cargo bench)");
@@ -216,16 +217,13 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// frames also need), measured directly rather than through the paced source.
 fn source_cost(width: u32, height: u32) -> (f64, f64) {
     let mut canvas = Canvas::new(width as usize, height as usize);
-    let mut jpeg = turbojpeg::Compressor::new().expect("compressor");
-    jpeg.set_quality(80).expect("quality");
+    let layout = Layout::new(YuvFormat::I420, width, height, 0).expect("even size");
+    let mut jpeg = Encoder::new(layout, 80).expect("encoder");
     let n = 100;
     let (mut bytes, t0) = (0usize, Instant::now());
     for i in 0..n {
         canvas.draw(i);
-        bytes += jpeg
-            .compress_yuv_planes_to_owned(&canvas.planes())
-            .expect("encode")
-            .len();
+        bytes += jpeg.encode_planes(&canvas.planes()).expect("encode").len();
     }
     let ms = t0.elapsed().as_secs_f64() * 1000.0 / n as f64;
     (ms, bytes as f64 / n as f64 / 1024.0)

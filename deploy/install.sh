@@ -2,12 +2,16 @@
 # deploy/install.sh — install or update camcast on a Raspberry Pi over SSH (or into a directory).
 #
 #   deploy/install.sh [OPTIONS] USER@HOST     install over ssh/scp, then enable + (re)start
-#   deploy/install.sh --root DIR [OPTIONS]    install into DIR (an image's root file system,
-#                                             a test tree); no systemctl, no udevadm
+#   deploy/install.sh --deb FILE USER@HOST    install the Debian package (cargo deb) over ssh
+#   deploy/install.sh --root DIR [OPTIONS]    install into DIR (a test tree); no systemctl, no udevadm
 #
 # Options:
 #   --binary FILE   the aarch64 camcast to install [default:
 #                   ${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/release/camcast]
+#   --deb FILE      install this camcast_*.deb with apt instead of copying files (Raspberry Pi OS,
+#                   Debian): apt keeps an edited /etc/camcast/camcast.toml, the package enables and
+#                   (re)starts camcast.service. Files of an earlier install by this script
+#                   (without --deb) are removed first, your config kept.
 #   --dry-run, -n   print every action, change nothing (with USER@HOST: contacts nothing)
 #   --root DIR      install under DIR instead of over SSH
 #   --port N        ssh port
@@ -15,7 +19,7 @@
 #   -h, --help      this text
 #
 # What goes where (the same on Raspberry Pi OS, Debian, and the camcast SD image):
-#   /usr/local/bin/camcast                       the static aarch64 binary      0755
+#   /usr/bin/camcast                             the static aarch64 binary      0755
 #   /etc/systemd/system/camcast.service          the hardened unit              0644
 #   /etc/sysusers.d/camcast.conf                 user camcast in video, gpio    0644
 #   /etc/udev/rules.d/99-camcast.rules           camera names, GPIO/LED access  0644
@@ -44,7 +48,7 @@ repo=$(dirname "$here")
 
 # name-in-stage | destination | mode | policy (replace: keep in sync; config: never overwrite)
 MANIFEST=(
-  "camcast|/usr/local/bin/camcast|755|replace"
+  "camcast|/usr/bin/camcast|755|replace"
   "camcast.service|/etc/systemd/system/camcast.service|644|replace"
   "camcast.sysusers|/etc/sysusers.d/camcast.conf|644|replace"
   "99-camcast.rules|/etc/udev/rules.d/99-camcast.rules|644|replace"
@@ -53,12 +57,16 @@ MANIFEST=(
 )
 UNIT=camcast.service
 WANTS_LINK=/etc/systemd/system/multi-user.target.wants/$UNIT
+# Where earlier versions of this script put the binary.
+LEGACY_BINARY=/usr/local/bin/camcast
 
 DRY_RUN=0
 ROOT=
 TARGET=
 BINARY=
+DEB=
 APPLY_STAGE=
+APPLY_DEB=
 SSH_OPTS=()
 CHANGED=0
 STAGE=
@@ -158,6 +166,16 @@ apply_files() {
       config) install_config "$stage/$name" "$dest" "$mode" ;;
     esac
   done
+  remove_file "$LEGACY_BINARY" "an earlier install's binary (now /usr/bin/camcast)"
+}
+
+# Removes ROOT/PATH if it exists. Sets CHANGED.
+remove_file() {
+  local path=$1 why=$2
+  [ -e "$ROOT$path" ] || [ -L "$ROOT$path" ] || return 0
+  CHANGED=1
+  act rm -f "$ROOT$path"
+  say "removed $path: $why"
 }
 
 # On the target host, as root: files, then users, udev, systemd.
@@ -185,6 +203,38 @@ apply_on_host() {
   fi
 }
 
+# On the target host, as root: the Debian package. A file-by-file install by this script would
+# shadow it (its unit in /etc/systemd/system overrides the packaged one in /usr/lib): those files
+# go first; the config stays where it is and dpkg keeps it (--force-confold).
+apply_deb_on_host() {
+  local deb=$1 entry name dest mode policy before after
+  [ "$(id -u)" = 0 ] || die "--apply-deb must run as root"
+  [ -f "$deb" ] || [ "$DRY_RUN" = 1 ] || die "no package at $deb"
+  ROOT=
+  for entry in "${MANIFEST[@]}"; do
+    IFS='|' read -r name dest mode policy <<<"$entry"
+    [ "$policy" = replace ] || continue
+    # The package's own files are dpkg's business.
+    if [ -e "$dest" ] && ! dpkg -S "$dest" >/dev/null 2>&1; then remove_file "$dest" "left by a file-by-file install; the package replaces it"; fi
+  done
+  if [ -L "$WANTS_LINK" ] && [ "$(readlink "$WANTS_LINK")" = "/etc/systemd/system/$UNIT" ]; then
+    remove_file "$WANTS_LINK" "pointed at the file-by-file unit; the package enables its own"
+  fi
+  remove_file "$LEGACY_BINARY" "an earlier install's binary"
+  [ "$DRY_RUN" = 1 ] || rmdir /usr/local/share/camcast 2>/dev/null || true
+  before=$(dpkg-query -W -f '${Version}' camcast 2>/dev/null || echo none)
+  act env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$deb"
+  [ "$DRY_RUN" = 1 ] && return 0
+  after=$(dpkg-query -W -f '${Version}' camcast)
+  say "package camcast: $before -> $after"
+  if [ "$CHANGED" = 1 ]; then act systemctl daemon-reload; act systemctl restart "$UNIT"; fi
+  sleep 2
+  systemctl --no-pager --lines=10 status "$UNIT" || true
+  systemctl is-active --quiet "$UNIT" || die "$UNIT is not running (journalctl -u camcast -b)"
+  say "$UNIT is running"
+}
+
 # A local directory holding every file under its manifest name.
 make_stage() {
   local stage=$1
@@ -199,6 +249,10 @@ remote() {
   [ -n "${PORT:-}" ] && ssh_args+=(-p "$PORT") && scp_args+=(-P "$PORT")
   local sudo="sudo -n"
   [ "${TARGET%%@*}" = root ] && sudo=
+  if [ -n "$DEB" ]; then
+    remote_deb "$sudo"
+    return
+  fi
   if [ "$DRY_RUN" = 1 ]; then
     say "[dry-run] would run: ssh ${ssh_args[*]} $TARGET mktemp -d"
     say "[dry-run] would copy to $TARGET:<tmpdir>/: $(cd "$stage" && echo *)"
@@ -227,15 +281,42 @@ remote() {
   say "done: camcast runs on $TARGET; watch it with: camcast-view ${TARGET#*@}:1234 --stats"
 }
 
+# Over SSH: copies the package and runs this script there with --apply-deb.
+remote_deb() {
+  local sudo=$1 ssh_args=("${SSH_OPTS[@]}") scp_args=("${SSH_OPTS[@]}") base
+  [ -n "${PORT:-}" ] && ssh_args+=(-p "$PORT") && scp_args+=(-P "$PORT")
+  base=$(basename "$DEB")
+  if [ "$DRY_RUN" = 1 ]; then
+    say "[dry-run] would run: ssh ${ssh_args[*]} $TARGET mktemp -d"
+    say "[dry-run] would copy to $TARGET:<tmpdir>/: $base"
+    say "[dry-run] would run on $TARGET as root: ${sudo:+$sudo }bash -s -- --apply-deb <tmpdir>/$base (this script), which:"
+    say "[dry-run]   would remove the files of a file-by-file install (not your config)"
+    say "[dry-run]   would run: apt-get install -y -o Dpkg::Options::=--force-confold <tmpdir>/$base (the package enables and (re)starts $UNIT)"
+    say "[dry-run] would remove <tmpdir> on $TARGET"
+    return 0
+  fi
+  local rtmp rc=0
+  rtmp=$(ssh "${ssh_args[@]}" "$TARGET" 'mktemp -d /tmp/camcast-install.XXXXXX')
+  [ -n "$rtmp" ] || die "could not create a temporary directory on $TARGET"
+  say "copying $base to $TARGET:$rtmp/"
+  scp -q "${scp_args[@]}" "$DEB" "$TARGET:$rtmp/$base"
+  # shellcheck disable=SC2029 # $rtmp and $sudo are meant to expand here, on this side.
+  ssh "${ssh_args[@]}" "$TARGET" "chmod 755 '$rtmp'; $sudo bash -s -- --apply-deb '$rtmp/$base'; rc=\$?; rm -rf '$rtmp'; exit \$rc" <"$self" || rc=$?
+  [ "$rc" = 0 ] || die "installing $base on $TARGET failed (exit $rc)"
+  say "done: camcast runs on $TARGET; watch it with: camcast-view ${TARGET#*@}:1234 --stats"
+}
+
 main() {
   while [ $# -gt 0 ]; do
     case $1 in
       -n | --dry-run) DRY_RUN=1 ;;
       --root) ROOT=${2:?--root needs a directory}; shift ;;
       --binary) BINARY=${2:?--binary needs a file}; shift ;;
+      --deb) DEB=${2:?--deb needs a .deb file}; shift ;;
       --port) PORT=${2:?--port needs a number}; shift ;;
       --ssh-option) SSH_OPTS+=(-o "${2:?--ssh-option needs a value}"); shift ;;
       --apply) APPLY_STAGE=${2:?}; shift ;;
+      --apply-deb) APPLY_DEB=${2:?}; shift ;;
       -h | --help) usage; exit 0 ;;
       -*) die "unknown option $1 (see --help)" ;;
       *) [ -z "$TARGET" ] || die "only one USER@HOST"; TARGET=$1 ;;
@@ -247,8 +328,20 @@ main() {
     apply_on_host "$APPLY_STAGE"
     return
   fi
+  if [ -n "$APPLY_DEB" ]; then
+    apply_deb_on_host "$APPLY_DEB"
+    return
+  fi
   if [ -n "$ROOT" ] && [ -n "$TARGET" ]; then die "give either --root DIR or USER@HOST, not both"; fi
   if [ -z "$ROOT" ] && [ -z "$TARGET" ]; then usage >&2; die "no USER@HOST and no --root DIR"; fi
+  if [ -n "$DEB" ]; then
+    [ -z "$ROOT" ] || die "--deb installs over SSH only (an image build installs the package itself: image/build.sh)"
+    [ -z "$BINARY" ] || die "give either --deb or --binary: the package holds its binary"
+    [ -f "$DEB" ] || die "no package at $DEB (build it: cargo deb --target aarch64-unknown-linux-gnu)"
+    case $DEB in *.deb) ;; *) die "--deb $DEB: not a .deb file" ;; esac
+    remote ""
+    return
+  fi
 
   STAGE=$(mktemp -d "${TMPDIR:-/tmp}/camcast-stage.XXXXXX")
   trap 'rm -rf "$STAGE"' EXIT

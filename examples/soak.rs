@@ -23,8 +23,14 @@
 //! - any fast viewer's mean rate after the first 5 s is below 90% of the source rate (without
 //!   `--chaos`), or, with `--chaos`, any fast viewer's stream broke or it got no frame in the
 //!   last 5 s of the run (it must recover from every injected fault);
-//! - the server's stderr contains "panicked", or the server died, or it does not exit 0 on
-//!   SIGTERM.
+//! - any viewer failed to open a stream or had one break (churners end theirs on purpose, by
+//!   vanishing; the server never should);
+//! - the server panicked: its log holds the panic hook's mark (or Rust's default "panicked
+//!   at"), or GetInfo counts a panic; or the server died, or it does not exit 0 on SIGTERM;
+//! - the server still counts viewers after every viewer has gone;
+//! - the server's own counters disagree with what the viewers saw: it admitted fewer viewers
+//!   than opened a stream, or more than tried to; or it says it sent a fast viewer more frames
+//!   than that viewer ever received, or fewer than it had already received.
 
 use std::net::Shutdown;
 use std::path::PathBuf;
@@ -108,6 +114,8 @@ fn parse_args() -> Args {
 /// What the viewers have done so far.
 #[derive(Default)]
 struct Churn {
+    /// Stream opens begun; `connects` + `open_errors` + those cut short at the end.
+    opens_started: AtomicU64,
     connects: AtomicU64,
     vanishes: AtomicU64,
     open_errors: AtomicU64,
@@ -117,8 +125,16 @@ struct Churn {
 /// One fast viewer's progress.
 #[derive(Default)]
 struct Fast {
+    opened: AtomicBool,
     frames: AtomicU64,
     broken: AtomicBool,
+    /// Frames the server says it sent this viewer; at the end it reads until it has them all.
+    owed: AtomicU64,
+}
+
+/// The name a fast viewer gives the server, to find it in GetInfo's viewer list.
+fn fast_name(i: usize) -> String {
+    format!("fast-{i}")
 }
 
 #[derive(Clone, Copy)]
@@ -147,8 +163,8 @@ fn main() -> ExitCode {
     let fast: Vec<Arc<Fast>> = (0..args.fast).map(|_| Arc::default()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let mut rng = fastrand::Rng::with_seed(args.seed);
-    for f in &fast {
-        rt.spawn(fast_viewer(addr.clone(), f.clone(), stop.clone()));
+    for (i, f) in fast.iter().enumerate() {
+        rt.spawn(fast_viewer(addr.clone(), i, f.clone(), stop.clone()));
     }
     for i in 0..args.viewers - args.fast {
         let role = match i % 20 {
@@ -166,28 +182,50 @@ fn main() -> ExitCode {
         ));
     }
     let samples = sample_until(&args, server.id(), &fast, &churn);
-    let counters = rt.block_on(server_counters(&addr));
+    // The server's view while the fast viewers still read: what it has sent each of them,
+    // bracketed by what they had received before the call and will have received after it.
+    let received_before: Vec<u64> = fast
+        .iter()
+        .map(|f| f.frames.load(Ordering::SeqCst))
+        .collect();
+    let during = rt.block_on(server_info(&addr));
+    for (i, f) in fast.iter().enumerate() {
+        let sent = during.as_ref().and_then(|info| sent_to(info, i));
+        f.owed.store(sent.unwrap_or(0), Ordering::SeqCst);
+    }
     stop.store(true, Ordering::SeqCst);
+    rt.block_on(fast_viewers_paid(&fast));
     // Viewers go first: a viewer that never reads would hold the server's graceful shutdown
     // up to its 10 s grace (and exit 1), which is a property of the viewer, not a server fault.
     rt.shutdown_timeout(Duration::from_secs(2));
+    let after = tokio::runtime::Runtime::new()
+        .expect("tokio runtime")
+        .block_on(info_once_viewers_left(&addr));
     let alive = matches!(server.try_wait(), Ok(None));
     let clean_exit = alive && stop_server(&mut server);
-    let panicked = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("panicked");
-    let verdict = judge(&args, &samples, &fast, alive, clean_exit, panicked);
+    let log_panics = log_has_panic(&std::fs::read_to_string(&log).unwrap_or_default());
+    let end = End {
+        alive,
+        clean_exit,
+        log_panics,
+        received_before,
+        during,
+        after,
+    };
+    let verdict = judge(&args, &samples, &fast, &churn, &end);
     print_summary(&samples, &churn, &args);
+    let counters = end.after.as_ref().and_then(|i| i.counters);
     match counters {
         Some(c) => println!(
             "  server counters: {} frames captured, {} dropped as bad, {} capture errors, \
-             {} capture starts, {} viewers admitted, {} rejected",
+             {} capture starts, {} viewers admitted, {} rejected, {} panics",
             c.frames_captured,
             c.frames_dropped,
             c.capture_errors,
             c.capture_starts,
             c.viewers_total,
-            c.viewers_rejected
+            c.viewers_rejected,
+            c.panics
         ),
         None => println!("  server counters: GetInfo failed"),
     }
@@ -239,7 +277,10 @@ fn spawn_server(args: &Args) -> (Child, String, PathBuf) {
         .args(["--log", "warn", "--fps", &args.fps.to_string()])
         .args(["--max-viewers", &(args.viewers + 16).to_string()])
         // Every viewer dials from 127.0.0.1: lift the per-address cap with the viewer cap.
-        .args(["--max-conns-per-addr", &(args.viewers + 16).to_string()])
+        .args([
+            "--max-connections-per-address",
+            &(args.viewers + 16).to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("server log file"));
     if let Some(c) = &args.chaos {
@@ -314,15 +355,20 @@ impl Conn {
     }
 }
 
-async fn fast_viewer(addr: String, me: Arc<Fast>, stop: Arc<AtomicBool>) {
+async fn fast_viewer(addr: String, i: usize, me: Arc<Fast>, stop: Arc<AtomicBool>) {
     let conn = match Conn::open(&addr, false).await {
         Ok(c) => c,
         Err(_) => return me.broken.store(true, Ordering::SeqCst),
     };
-    let Ok(mut stream) = FrameStream::open(conn.channel.clone(), false, "fast", 0.0).await else {
+    let opened = FrameStream::open(conn.channel.clone(), false, &fast_name(i), 0.0).await;
+    let Ok(mut stream) = opened else {
         return me.broken.store(true, Ordering::SeqCst);
     };
-    while !stop.load(Ordering::SeqCst) {
+    me.opened.store(true, Ordering::SeqCst);
+    // After the stop, on until every frame the server says it sent has arrived.
+    while !stop.load(Ordering::SeqCst)
+        || me.frames.load(Ordering::SeqCst) < me.owed.load(Ordering::SeqCst)
+    {
         match stream.next().await {
             Ok(Some(f)) if f.jpeg.starts_with(&[0xFF, 0xD8]) && f.jpeg.ends_with(&[0xFF, 0xD9]) => {
                 me.frames.fetch_add(1, Ordering::Relaxed);
@@ -346,10 +392,11 @@ async fn churn_viewer(
     tokio::time::sleep(Duration::from_millis(rng.u64(0..1000))).await;
     while !stop.load(Ordering::SeqCst) {
         let stalled = matches!(role, Role::Stalled);
-        let legacy = rng.bool();
+        let tutorial_api = rng.bool();
+        churn.opens_started.fetch_add(1, Ordering::Relaxed);
         let conn = Conn::open(&addr, stalled).await;
         let opened = match &conn {
-            Ok(c) => FrameStream::open(c.channel.clone(), legacy, "churn", 0.0)
+            Ok(c) => FrameStream::open(c.channel.clone(), tutorial_api, "churn", 0.0)
                 .await
                 .ok(),
             Err(_) => None,
@@ -393,14 +440,66 @@ async fn churn_viewer(
     }
 }
 
-/// The server's own counters (GetInfo), to cross-check the churn seen from outside.
-async fn server_counters(addr: &str) -> Option<camcast::pb::v1::Counters> {
+/// The server's own account (GetInfo), to cross-check what the viewers saw.
+async fn server_info(addr: &str) -> Option<camcast::pb::v1::CameraInfo> {
     let channel = Conn::open(addr, false).await.ok()?.channel;
     let info = camcast::client::camera_client(channel)
         .get_info(camcast::pb::v1::GetInfoRequest {})
         .await
         .ok()?;
-    info.into_inner().counters
+    Some(info.into_inner())
+}
+
+/// Frames the server says it sent fast viewer `i`.
+fn sent_to(info: &camcast::pb::v1::CameraInfo, i: usize) -> Option<u64> {
+    let name = fast_name(i);
+    let v = info.viewers.iter().find(|v| v.name == name)?;
+    Some(v.frames_sent)
+}
+
+/// Waits (up to 15 s, a hang guard) until every unbroken fast viewer has received what the
+/// server says it sent; the judge then compares.
+async fn fast_viewers_paid(fast: &[Arc<Fast>]) {
+    let paid = |f: &Arc<Fast>| {
+        f.broken.load(Ordering::SeqCst)
+            || f.frames.load(Ordering::SeqCst) >= f.owed.load(Ordering::SeqCst)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !fast.iter().all(paid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// GetInfo once the server counts no viewer, or the last answer after 30 s (longer than the
+/// server's keepalive timeout, its slowest way of noticing a vanished viewer).
+async fn info_once_viewers_left(addr: &str) -> Option<camcast::pb::v1::CameraInfo> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = server_info(addr).await;
+        let empty = info.as_ref().is_some_and(|i| i.viewers.is_empty());
+        if empty || tokio::time::Instant::now() >= deadline {
+            return info;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The panic hook's mark, or Rust's default message for a panic before the hook is set.
+fn log_has_panic(log: &str) -> bool {
+    log.contains(camcast::panics::LOG_MARK) || log.contains("panicked at")
+}
+
+/// How the run ended, as seen from outside and by the server itself.
+struct End {
+    alive: bool,
+    clean_exit: bool,
+    log_panics: bool,
+    /// Each fast viewer's frames just before `during` was asked.
+    received_before: Vec<u64>,
+    /// GetInfo at the end of the run, with the fast viewers still connected.
+    during: Option<camcast::pb::v1::CameraInfo>,
+    /// GetInfo after every viewer left.
+    after: Option<camcast::pb::v1::CameraInfo>,
 }
 
 /// One row of the table.
@@ -502,9 +601,8 @@ fn judge(
     args: &Args,
     samples: &[Sample],
     fast: &[Arc<Fast>],
-    alive: bool,
-    clean_exit: bool,
-    panicked: bool,
+    churn: &Churn,
+    end: &End,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, slack, metric) in [
@@ -544,13 +642,81 @@ fn judge(
             problems.push(format!("fast viewer {i}'s stream broke"));
         }
     }
-    if !alive {
+    let (open_errors, stream_errors) = (
+        churn.open_errors.load(Ordering::SeqCst),
+        churn.stream_errors.load(Ordering::SeqCst),
+    );
+    if open_errors + stream_errors > 0 {
+        problems.push(format!(
+            "viewers saw {open_errors} failed opens and {stream_errors} broken streams"
+        ));
+    }
+    if !end.alive {
         problems.push("the server died during the run".into());
-    } else if !clean_exit {
+    } else if !end.clean_exit {
         problems.push("the server did not exit 0 within 15 s of SIGTERM".into());
     }
-    if panicked {
-        problems.push("the server's log contains \"panicked\"".into());
+    if end.log_panics {
+        problems.push(format!(
+            "the server's log reports a panic (\"{}\")",
+            camcast::panics::LOG_MARK
+        ));
+    }
+    problems.extend(cross_check(fast, churn, end));
+    problems
+}
+
+/// The server's own counters against what the viewers counted.
+fn cross_check(fast: &[Arc<Fast>], churn: &Churn, end: &End) -> Vec<String> {
+    let (Some(during), Some(after)) = (&end.during, &end.after) else {
+        return vec!["GetInfo failed: the server's counters could not be checked".into()];
+    };
+    let mut problems = Vec::new();
+    if !after.viewers.is_empty() {
+        problems.push(format!(
+            "the server still counts {} viewers after every viewer left",
+            after.viewers.len()
+        ));
+    }
+    let panics = [during, after]
+        .iter()
+        .filter_map(|i| i.counters.as_ref())
+        .map(|c| c.panics)
+        .max()
+        .unwrap_or(0);
+    if panics > 0 {
+        problems.push(format!("GetInfo counts {panics} panics"));
+    }
+    // Each stream open the viewers saw succeed was admitted; the server can have admitted a
+    // few more (opens cut short by the end of the run), never more than were begun.
+    let fast_opened = fast
+        .iter()
+        .filter(|f| f.opened.load(Ordering::SeqCst))
+        .count() as u64;
+    let opened = churn.connects.load(Ordering::SeqCst) + fast_opened;
+    let begun = churn.opens_started.load(Ordering::SeqCst) + fast.len() as u64;
+    let admitted = after.counters.as_ref().map_or(0, |c| c.viewers_total);
+    if !(opened..=begun).contains(&admitted) {
+        problems.push(format!(
+            "the server admitted {admitted} viewers; the viewers opened {opened} streams \
+             and began {begun}"
+        ));
+    }
+    // The server's per-viewer frames_sent, bracketed by what the fast viewer had received
+    // before GetInfo and what it received in the end (TCP loses nothing in between).
+    for (i, f) in fast.iter().enumerate() {
+        if f.broken.load(Ordering::SeqCst) {
+            continue; // reported above
+        }
+        let (before, got) = (end.received_before[i], f.frames.load(Ordering::SeqCst));
+        match sent_to(during, i) {
+            None => problems.push(format!("GetInfo does not list fast viewer {i}")),
+            Some(sent) if sent < before || sent > got => problems.push(format!(
+                "the server says it sent fast viewer {i} {sent} frames; it had received \
+                 {before} before asking and {got} in all"
+            )),
+            Some(_) => {}
+        }
     }
     problems
 }
@@ -625,6 +791,87 @@ mod tests {
         assert!(grows(&fds, 8, |s| s.rss_kib).is_some());
         let flat_fds = run(|i| 100 + (i as u64 % 5));
         assert_eq!(grows(&flat_fds, 8, |s| s.rss_kib), None);
+    }
+
+    fn info(viewers: &[(&str, u64)], admitted: u64, panics: u64) -> camcast::pb::v1::CameraInfo {
+        camcast::pb::v1::CameraInfo {
+            viewers: viewers
+                .iter()
+                .map(|(name, sent)| camcast::pb::v1::Viewer {
+                    name: name.to_string(),
+                    frames_sent: *sent,
+                    ..Default::default()
+                })
+                .collect(),
+            counters: Some(camcast::pb::v1::Counters {
+                viewers_total: admitted,
+                panics,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// One fast viewer that received 100 frames (90 before GetInfo) and 50 churn opens, 49
+    /// of them completed.
+    fn world() -> (Vec<Arc<Fast>>, Churn) {
+        let f = Fast::default();
+        f.opened.store(true, Ordering::SeqCst);
+        f.frames.store(100, Ordering::SeqCst);
+        let churn = Churn::default();
+        churn.opens_started.store(50, Ordering::SeqCst);
+        churn.connects.store(49, Ordering::SeqCst);
+        (vec![Arc::new(f)], churn)
+    }
+
+    fn check(
+        during: camcast::pb::v1::CameraInfo,
+        after: camcast::pb::v1::CameraInfo,
+    ) -> Vec<String> {
+        let (fast, churn) = world();
+        let end = End {
+            alive: true,
+            clean_exit: true,
+            log_panics: false,
+            received_before: vec![90],
+            during: Some(during),
+            after: Some(after),
+        };
+        cross_check(&fast, &churn, &end)
+    }
+
+    #[test]
+    fn the_servers_counters_are_cross_checked() {
+        let during = || info(&[("fast-0", 95)], 0, 0);
+        assert!(check(during(), info(&[], 50, 0)).is_empty());
+        assert!(
+            check(during(), info(&[], 51, 0)).is_empty(),
+            "one open cut short"
+        );
+        let said =
+            |p: Vec<String>, what: &str| assert!(p.iter().any(|m| m.contains(what)), "{p:?}");
+        said(check(during(), info(&[], 49, 0)), "admitted 49 viewers");
+        said(check(during(), info(&[], 52, 0)), "admitted 52 viewers");
+        said(
+            check(during(), info(&[("x", 1)], 50, 0)),
+            "still counts 1 viewers",
+        );
+        said(check(during(), info(&[], 50, 1)), "counts 1 panics");
+        said(
+            check(info(&[("fast-0", 101)], 0, 0), info(&[], 50, 0)),
+            "sent fast viewer 0 101",
+        );
+        said(
+            check(info(&[("fast-0", 89)], 0, 0), info(&[], 50, 0)),
+            "sent fast viewer 0 89",
+        );
+        said(
+            check(info(&[], 0, 0), info(&[], 50, 0)),
+            "does not list fast viewer 0",
+        );
+        assert!(log_has_panic("x PANIC (a bug in camcast): boom"));
+        assert!(log_has_panic("thread 'main' panicked at src/main.rs:1:1"));
+        assert!(!log_has_panic("all good"));
     }
 
     #[test]

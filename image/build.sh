@@ -2,10 +2,12 @@
 # image/build.sh — build the flashable camcast SD-card image for the Raspberry Pi 3 and 4
 # (arm64), from Debian 12 "bookworm" packages only, without loop mounts.
 #
-#   sudo image/build.sh [--binary FILE] [--out DIR] [--version V] [--fresh] [--no-xz]
+#   sudo image/build.sh [--deb FILE] [--out DIR] [--version V] [--fresh] [--no-xz]
+#   sudo image/build.sh --base-only      build (or find) the cached base root file system, print its path
 #
-#   --binary FILE  static aarch64 camcast [default: ${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/release/camcast,
-#                  built with cargo when missing]
+#   --deb FILE     camcast's arm64 Debian package, with the static aarch64 camcast [default:
+#                  ${CARGO_TARGET_DIR:-target}/debian/camcast_<version>-1_arm64.deb, made with
+#                  `cargo deb --target aarch64-unknown-linux-gnu` when missing]
 #   --out DIR      output directory [default: image/out]
 #   --version V    version in the file name [default: Cargo.toml's]
 #   --fresh        rebuild the base root file system even if a cached one matches
@@ -20,7 +22,8 @@
 #      image/rootfs/ (network, first-boot setup, initramfs module list). It is
 #      kept as a tar in $CAMCAST_IMAGE_CACHE (default /var/tmp/camcast-image), keyed by a hash
 #      of everything that goes into it, for 7 days. Downloaded .debs are kept there as well.
-#   2. the image: camcast (deploy/install.sh --root), its user (systemd-sysusers --root), then
+#   2. the image: camcast's Debian package, installed with dpkg in the root file system (its
+#      postinst creates the user and enables the service, as on Raspberry Pi OS), then
 #      a FAT32 boot partition (mkfs.vfat + mcopy: what raspi-firmware put in /boot/firmware:
 #      start4.elf, fixup4.dat, bootcode.bin, bcm27xx/bcm2711 dtbs, vmlinuz, initrd.img,
 #      config.txt, cmdline.txt; plus first-boot examples) and an ext4 root partition
@@ -66,7 +69,8 @@ BOOT_MIB=256       # FAT32 boot partition (firmware ~20 MB, kernel + initrd ~45 
 BOOT_START_MIB=4   # first partition starts at 4 MiB (erase-block aligned)
 
 OUT=$here/out
-BINARY=
+DEB=
+BASE_ONLY=0
 VERSION=
 FRESH=0
 XZ=1
@@ -77,7 +81,8 @@ die() { printf '[image] ERROR: %s\n' "$*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
   case $1 in
-    --binary) BINARY=${2:?}; shift ;;
+    --deb) DEB=${2:?}; shift ;;
+    --base-only) BASE_ONLY=1 ;;
     --out) OUT=${2:?}; shift ;;
     --version) VERSION=${2:?}; shift ;;
     --fresh) FRESH=1 ;;
@@ -89,28 +94,37 @@ while [ $# -gt 0 ]; do
 done
 
 [ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap root mode, file ownership)"
-for tool in mmdebstrap mkfs.ext4 mkfs.vfat mcopy sfdisk xz systemd-sysusers arch-test; do
+for tool in mmdebstrap mkfs.ext4 mkfs.vfat mcopy sfdisk xz dpkg-deb arch-test; do
   command -v "$tool" >/dev/null || die "$tool missing (apt-get install mmdebstrap qemu-user-static arch-test dosfstools mtools fdisk e2fsprogs xz-utils)"
 done
 [ -n "$VERSION" ] || VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | sed -n 1p)
 [ -n "$VERSION" ] || die "cannot read the version from Cargo.toml (use --version)"
 NAME=camcast-$VERSION-rpi-arm64
 
-# ---- the camcast binary ------------------------------------------------------------------------
-if [ -z "$BINARY" ]; then
-  BINARY=${CARGO_TARGET_DIR:-$repo/target}/aarch64-unknown-linux-gnu/release/camcast
-  if [ ! -f "$BINARY" ]; then
-    log "building $BINARY"
-    (cd "$repo" && cargo build --release --target aarch64-unknown-linux-gnu --bin camcast)
+# ---- camcast's package ---------------------------------------------------------------------------
+check_deb() {
+  if [ -z "$DEB" ]; then
+    DEB=${CARGO_TARGET_DIR:-$repo/target}/debian/camcast_$VERSION-1_arm64.deb
+    if [ ! -f "$DEB" ]; then
+      log "making $DEB (cargo deb: the cargo route's aarch64 build)"
+      (cd "$repo" && cargo deb --target aarch64-unknown-linux-gnu --output "$DEB")
+    fi
   fi
-fi
-[ -f "$BINARY" ] || die "no camcast binary at $BINARY"
-file -b "$BINARY" | grep -q 'ARM aarch64' || die "$BINARY is not an aarch64 executable: $(file -b "$BINARY")"
-if readelf -lW "$BINARY" | grep INTERP >/dev/null; then die "$BINARY is dynamically linked; the image wants the static build"; fi
-# camcast.service is Type=notify: a camcast that never sends READY=1 is killed after
-# TimeoutStartSec and restarted, over and over. (Link-time optimisation drops src/systemd.rs
-# from the binary unless main.rs calls it, so its messages show whether it is wired in.)
-grep -q 'WATCHDOG=1' "$BINARY" || die "$BINARY has no sd_notify support (src/systemd.rs not called from main.rs); camcast.service (Type=notify) would never start"
+  [ -f "$DEB" ] || die "no package at $DEB"
+  [ "$(dpkg-deb -f "$DEB" Package)/$(dpkg-deb -f "$DEB" Architecture)" = camcast/arm64 ] || die "$DEB is not camcast for arm64"
+  local bin
+  bin=$(mktemp)
+  dpkg-deb --fsys-tarfile "$DEB" | tar -xO ./usr/bin/camcast >"$bin"
+  file -b "$bin" | grep -q 'ARM aarch64' || die "$DEB: usr/bin/camcast is not an aarch64 executable: $(file -b "$bin")"
+  if readelf -lW "$bin" | grep INTERP >/dev/null; then die "$DEB: usr/bin/camcast is dynamically linked; the image wants the static build"; fi
+  # camcast.service is Type=notify: a camcast that never sends READY=1 is killed after
+  # TimeoutStartSec and restarted, over and over. (Link-time optimisation drops src/systemd.rs
+  # from the binary unless main.rs calls it, so its messages show whether it is wired in.)
+  grep -q 'WATCHDOG=1' "$bin" || die "$DEB: camcast has no sd_notify support (src/systemd.rs not called from main.rs); camcast.service (Type=notify) would never start"
+  rm -f "$bin"
+  log "package $DEB: camcast $(dpkg-deb -f "$DEB" Version) arm64"
+}
+[ "$BASE_ONLY" = 1 ] || check_deb
 
 # ---- foreign-architecture execution (binfmt_misc + qemu-user) ---------------------------------
 if ! arch-test arm64 >/dev/null 2>&1; then
@@ -174,14 +188,20 @@ else
 fi
 
 # ---- stage 2: camcast, partitions, image -------------------------------------------------------
+if [ "$BASE_ONLY" = 1 ]; then
+  echo "$base"
+  exit 0
+fi
 t2=$SECONDS
 root=$work/root
 mkdir "$root"
 tar -C "$root" --numeric-owner -xpf "$base"
-log "stage 2: camcast into the root file system"
-"$repo/deploy/install.sh" --root "$root" --binary "$BINARY"
-systemd-sysusers --root="$root"
-grep -q '^camcast:' "$root/etc/passwd" || die "systemd-sysusers created no camcast user"
+log "stage 2: camcast's package into the root file system (dpkg under qemu-user)"
+cp "$DEB" "$root/tmp/camcast.deb"
+chroot "$root" dpkg -i /tmp/camcast.deb
+rm -f "$root/tmp/camcast.deb"
+grep -q '^camcast:' "$root/etc/passwd" || die "the package's postinst created no camcast user"
+[ -L "$root/etc/systemd/system/multi-user.target.wants/camcast.service" ] || die "the package did not enable camcast.service"
 cat >"$root/etc/camcast-image" <<EOF
 camcast $VERSION SD image for Raspberry Pi 3/4 (arm64), Debian $SUITE
 built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(cd "$repo" && git describe --always --dirty 2>/dev/null || echo unknown)

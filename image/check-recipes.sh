@@ -118,7 +118,7 @@ check "camcast.mk installs binary, config, udev rules and unit" diff -u - "$work
 644 ./etc/camcast/camcast.toml
 644 ./etc/udev/rules.d/99-camcast.rules
 644 ./usr/lib/systemd/system/camcast.service
-755 ./usr/local/bin/camcast
+755 ./usr/bin/camcast
 EOF
 
 echo

@@ -11,13 +11,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
-use crate::config::MAX_FRAME_BYTES;
 use crate::frame::from_unix_us;
 use crate::pb;
 use crate::tls::{ClientTlsOptions, TlsError};
-
-/// The port camcast (and the tutorial) listen on.
-pub const DEFAULT_PORT: u16 = 1234;
+use crate::wire::{DEFAULT_PORT, MAX_FRAME_BYTES};
 
 /// Turns `HOST`, `HOST:PORT`, `[V6]:PORT`, a bare IPv6 address or a full `http://` URI into a
 /// URI tonic can dial.
@@ -39,16 +36,57 @@ pub fn endpoint_uri(target: &str) -> String {
 }
 
 /// How to reach a server beyond its address: TLS settings and a viewer token.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ClientOptions {
     /// TLS on, checked this way. An `https://` target turns TLS on with the defaults.
     pub tls: Option<ClientTlsOptions>,
-    /// Sent as `authorization: Bearer TOKEN` on every call.
+    /// Sent as `authorization: Bearer TOKEN` on every call, and only over verified TLS (see
+    /// [`check_token_is_safe`]).
     pub token: Option<String>,
+    /// Send the token even without verified TLS (`--insecure-send-token`).
+    pub insecure_send_token: bool,
+}
+
+/// The token never reaches a log, a panic message or `{:?}`.
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("tls", &self.tls)
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .field("insecure_send_token", &self.insecure_send_token)
+            .finish()
+    }
+}
+
+/// A viewer token is a password: it goes only where nobody else can read it and only to the
+/// camera it belongs to, so only over TLS whose certificate was checked. Plain text would hand
+/// it to anyone on the LAN, and an unchecked certificate (or a camera found over mDNS, which
+/// anyone can answer) to whoever pretends to be the camera. `--insecure-send-token` overrides
+/// this for a camera that has tokens but no TLS.
+pub fn check_token_is_safe(target: &str, opts: &ClientOptions) -> Result<(), ConnectError> {
+    if opts.token.is_none() || opts.insecure_send_token {
+        return Ok(());
+    }
+    let verified = match &opts.tls {
+        Some(tls) => !tls.insecure_skip_verify,
+        None => endpoint_uri(target).starts_with("https://"),
+    };
+    if verified {
+        Ok(())
+    } else {
+        Err(ConnectError::TokenNeedsVerifiedTls {
+            target: target.to_string(),
+            why: if opts.tls.is_some() {
+                "--insecure-skip-verify does not check who answers"
+            } else {
+                "without TLS it would travel in clear text"
+            },
+        })
+    }
 }
 
 /// The viewer's security flags, shared by every client binary (`#[command(flatten)]`).
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Clone, Default, clap::Args)]
 #[command(next_help_heading = "Security (when the camera has TLS or tokens on)")]
 pub struct SecurityArgs {
     /// Use TLS and trust the server certificate(s) in FILE (e.g. the camera's cert.pem).
@@ -74,7 +112,8 @@ pub struct SecurityArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     pub token_file: Option<std::path::PathBuf>,
     /// Viewer token (visible to other local users in the process list: prefer
-    /// --token-file or the environment variable).
+    /// --token-file or the environment variable). Sent only over TLS with a checked
+    /// certificate (--ca, or an https:// address).
     #[arg(
         long,
         env = "CAMCAST_TOKEN",
@@ -82,6 +121,26 @@ pub struct SecurityArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// Send the token even without TLS, or with --insecure-skip-verify: anyone on the network
+    /// can then read it, or pretend to be the camera and collect it.
+    #[arg(long)]
+    pub insecure_send_token: bool,
+}
+
+/// Like the derived Debug, without the token's value.
+impl std::fmt::Debug for SecurityArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityArgs")
+            .field("ca", &self.ca)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("tls_name", &self.tls_name)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("token_file", &self.token_file)
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .field("insecure_send_token", &self.insecure_send_token)
+            .finish()
+    }
 }
 
 impl SecurityArgs {
@@ -100,11 +159,20 @@ impl SecurityArgs {
         if self.insecure_skip_verify {
             eprintln!("warning: --insecure-skip-verify: the server's certificate is NOT checked");
         }
+        if self.insecure_send_token {
+            eprintln!(
+                "warning: --insecure-send-token: the token may be sent where others can read it"
+            );
+        }
         let token = match (&self.token_file, &self.token) {
             (Some(path), _) => Some(read_token(path)?),
             (None, t) => t.clone(),
         };
-        Ok(ClientOptions { tls, token })
+        Ok(ClientOptions {
+            tls,
+            token,
+            insecure_send_token: self.insecure_send_token,
+        })
     }
 }
 
@@ -145,6 +213,12 @@ pub enum ConnectError {
     Tls(#[from] TlsError),
     #[error("the token must be printable ASCII without spaces")]
     BadToken,
+    #[error(
+        "refusing to send the viewer token to {target}: {why}. Use TLS with the camera's \
+         certificate (--ca cert.pem, or an https:// address), or --insecure-send-token to \
+         send it anyway"
+    )]
+    TokenNeedsVerifiedTls { target: String, why: &'static str },
     #[error("cannot connect to {target}: {source}")]
     Transport {
         target: String,
@@ -164,6 +238,7 @@ pub async fn connect_with(
     opts: &ClientOptions,
     timeout: Duration,
 ) -> Result<Conn, ConnectError> {
+    check_token_is_safe(target, opts)?;
     let token = match &opts.token {
         Some(t) => Some(
             format!("Bearer {}", t.trim())
@@ -242,14 +317,14 @@ fn tls_connector(
     }))
 }
 
-/// A frame as a viewer receives it. The seed contract carries only the JPEG.
+/// A frame as a viewer receives it. The tutorial API carries only the JPEG.
 #[derive(Debug, Clone)]
 pub struct Received {
     pub jpeg: Bytes,
     pub seq: Option<u64>,
     pub captured_at: Option<SystemTime>,
     pub size: Option<(u32, u32)>,
-    /// Frames skipped before this one (always 0 on the seed contract, which cannot say).
+    /// Frames skipped before this one (always 0 on the tutorial API, which cannot say).
     pub skipped: u64,
 }
 
@@ -273,27 +348,27 @@ impl From<pb::v1::Frame> for Received {
     }
 }
 
-/// A live stream over either contract.
+/// A live stream over either API.
 pub enum FrameStream {
     V1(Streaming<pb::v1::Frame>),
-    Seed(Streaming<pb::seed::CaptureImage>),
+    Tutorial(Streaming<pb::tutorial::CaptureImage>),
 }
 
 impl FrameStream {
-    /// Opens a stream. `legacy` selects the seed contract (which ignores `max_fps`).
+    /// Opens a stream. `tutorial_api` selects the tutorial API (which ignores `max_fps`).
     pub async fn open(
         channel: Conn,
-        legacy: bool,
+        tutorial_api: bool,
         name: &str,
         max_fps: f32,
     ) -> Result<FrameStream, Status> {
-        if legacy {
-            let mut c = pb::seed::webcam_streaming_client::WebcamStreamingClient::new(channel)
+        if tutorial_api {
+            let mut c = pb::tutorial::webcam_streaming_client::WebcamStreamingClient::new(channel)
                 .max_decoding_message_size(MAX_FRAME_BYTES);
-            let req = pb::seed::ClientName {
+            let req = pb::tutorial::ClientName {
                 client_name: name.into(),
             };
-            Ok(FrameStream::Seed(
+            Ok(FrameStream::Tutorial(
                 c.start_webcam_streaming(req).await?.into_inner(),
             ))
         } else {
@@ -314,7 +389,7 @@ impl FrameStream {
     pub async fn next(&mut self) -> Result<Option<Received>, Status> {
         Ok(match self {
             FrameStream::V1(s) => s.message().await?.map(Received::from),
-            FrameStream::Seed(s) => s.message().await?.map(|m| Received {
+            FrameStream::Tutorial(s) => s.message().await?.map(|m| Received {
                 jpeg: m.image_bytes,
                 seq: None,
                 captured_at: None,
@@ -367,6 +442,46 @@ mod tests {
         assert_eq!(t.token.as_deref(), Some("s3cret-token-value"));
         let e = options(&["--token-file", "/nonexistent"]).unwrap_err();
         assert!(e.contains("cannot read token file /nonexistent"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let secret = "s3cret-token-value-0123456789";
+        let opts = options(&["--token", secret, "--ca", "/c.pem"]).unwrap();
+        let shown = format!("{opts:?} {opts:#?}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("token: Some(\"(hidden)\")"), "{shown}");
+        assert!(shown.contains("/c.pem"), "the rest is still shown: {shown}");
+        let cli = Cli::try_parse_from(["view", "--token", secret]).unwrap();
+        let args = format!("{:?}", cli.security);
+        assert!(!args.contains(secret), "{args}");
+    }
+
+    #[test]
+    fn a_token_needs_verified_tls_unless_the_user_opts_out() {
+        let safe = |target: &str, args: &[&str]| {
+            let opts = options(args).unwrap();
+            super::check_token_is_safe(target, &opts).is_ok()
+        };
+        let t = ["--token", "t0ken"];
+        assert!(safe("cam:1", &[]), "no token, nothing to protect");
+        assert!(!safe("cam:1", &t), "clear text");
+        assert!(!safe("http://cam:1", &t));
+        assert!(safe("https://cam:1", &t), "system CAs");
+        assert!(safe("cam:1", &[&t[..], &["--ca", "/c.pem"]].concat()));
+        assert!(safe("cam:1", &[&t[..], &["--tls-name", "cam"]].concat()));
+        let skip = [&t[..], &["--insecure-skip-verify"]].concat();
+        assert!(!safe("cam:1", &skip), "anyone can pretend to be the camera");
+        assert!(!safe("https://cam:1", &skip));
+        assert!(safe(
+            "cam:1",
+            &[&t[..], &["--insecure-send-token"]].concat()
+        ));
+        let opts = options(&t).unwrap();
+        let msg = super::check_token_is_safe("cam:1", &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("clear text") && msg.contains("--ca"), "{msg}");
     }
 
     #[test]

@@ -2,29 +2,39 @@
 //! validated [`Config`]. Flags win over the file; the file wins over defaults. Nothing else in
 //! camcast reads the environment or files for settings.
 //!
+//! Each setting is declared once, as a field of its TOML section's struct ([`ServerSection`],
+//! [`CameraSection`], [`TlsSection`], [`AuthSection`], [`HttpSection`]). The field's name is
+//! its key; its `#[arg]` makes the flag, spelled like the key with dashes (`[tls]` and `[http]`
+//! keys carry their section as a prefix, `--tls-cert`, `--http-listen`; a setting that is on by
+//! default is switched off with `--no-KEY`); its doc comment is the flag's help. Flags and the
+//! file fill the same structs, which [`Config::resolve`] merges (flag over file) and turns into
+//! validated values, with the defaults. So adding a setting touches three places: its field in
+//! a section, its field in [`Config`], its line (with its default) in `resolve`; a test then
+//! asks for its flag and its entry in deploy/camcast.toml. Older spellings of flags and keys
+//! stay accepted as aliases.
+//!
 //! Value types validate themselves both as flags (`FromStr`) and as TOML values (`TryFrom`), so
 //! a bad value in the file is reported by the TOML parser with its line and column.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::admission::ConnLimits;
 use crate::hub::HubConfig;
 use crate::led::LedSpec;
 use crate::source::v4l2::{parse_control, FormatChoice};
-use crate::source::{chaos::ChaosConfig, pattern::PatternConfig, CameraRequest, SourceSpec};
+use crate::source::{chaos::ChaosConfig, CameraRequest, CaptureSettings, SourceSpec};
 use crate::tls::ServerTlsFiles;
 
-/// Largest message either side accepts: a 4K MJPEG frame can exceed tonic's 4 MiB default.
-pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
-/// Default for the largest request the server decodes: requests carry a name and a number.
-pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// The wire limits live in [`crate::wire`], where the client takes them too.
+pub use crate::wire::{MAX_FRAME_BYTES, MAX_REQUEST_BYTES};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,11 +43,13 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
     about = "Serve a camera to the LAN over gRPC.",
     long_about = "Serve a camera to the LAN over gRPC.\n\n\
         camcast captures frames once and streams the newest one to every viewer. It speaks the \
-        original tutorial's `WebcamStreaming` contract (any stock grpcio client works) and the \
-        richer `camcast.v1.Camera` API, plus gRPC health and reflection (try `grpcurl -plaintext \
+        tutorial API (the original tutorial's `WebcamStreaming` service: any stock grpcio client \
+        works) and the richer `camcast.v1.Camera` API, plus gRPC health and reflection (try `grpcurl -plaintext \
         HOST:1234 list`).\n\n\
         With no camera it serves a moving test pattern, so `camcast` alone is a working server.",
-    after_help = "Settings come from flags, then the --config file, then defaults.\n\
+    after_help = "Settings come from flags, then the --config file, then defaults. Each flag is \
+        its TOML key with dashes ([tls] and [http] keys prefixed with their section; \
+        `--no-KEY` for `KEY = false`).\n\
         Logging: --log takes a tracing filter (e.g. `debug`, `camcast=debug,h2=info`); RUST_LOG works too.\n\
         Watch it: camcast-view 127.0.0.1:1234 --stats"
 )]
@@ -49,136 +61,8 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address and port to listen on [default: [::]:1234].
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub listen: Option<SocketAddr>,
-
-    /// Also serve the browser page, /stream.mjpg, /snapshot.jpg and /healthz over HTTP on
-    /// this address and port, e.g. [::]:8080 [default: off].
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub http: Option<SocketAddr>,
-
-    /// Frame source: `auto` (--device, else the first camera, else the test pattern),
-    /// `test-pattern`, `v4l2`, `v4l2:/dev/videoN`, a device path, or `libcamera[:N]` for a Pi
-    /// camera module (builds with the `libcamera` feature) [default: auto].
-    #[arg(long, value_name = "SOURCE")]
-    pub source: Option<SourceSpec>,
-
-    /// V4L2 camera device; a stable /dev/v4l/by-id/... link survives replugging. If it is
-    /// absent, camcast waits for it [default: the first camera found].
-    #[arg(long, value_name = "PATH")]
-    pub device: Option<PathBuf>,
-
-    /// Pixel format to ask the camera for: `auto` (MJPEG passed through if offered at the
-    /// size and rate, else YUYV, else NV12, encoded here), `mjpeg`, `yuyv` or `nv12` [default: auto].
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<FormatChoice>,
-
-    /// Camera control to set, NAME=VALUE (repeatable), e.g. "Power Line Frequency=1".
-    /// `camcast devices` lists each camera's controls.
-    #[arg(long = "control", value_name = "NAME=VALUE", value_parser = parse_control)]
-    pub controls: Vec<(String, i64)>,
-
-    /// Frame size, WIDTHxHEIGHT, both even [default: 640x480].
-    #[arg(long, value_name = "WxH")]
-    pub size: Option<Size>,
-
-    /// Frames per second to capture [default: 30].
-    #[arg(long)]
-    pub fps: Option<Fps>,
-
-    /// JPEG quality (1-100) for frames camcast encodes [default: 80].
-    #[arg(long)]
-    pub quality: Option<Quality>,
-
-    /// Viewers admitted at once, across gRPC and HTTP; more get RESOURCE_EXHAUSTED (gRPC) or
-    /// 503 (HTTP) [default: 64].
-    #[arg(long, value_name = "N")]
-    pub max_viewers: Option<Count>,
-
-    /// Seconds capture keeps running after the last viewer leaves [default: 2].
-    #[arg(long, value_name = "SECS")]
-    pub linger: Option<Seconds>,
-
-    /// Capture continuously, even with nobody watching.
-    #[arg(long)]
-    pub always_on: bool,
-
-    /// Longest viewer name accepted, in bytes [default: 64].
-    #[arg(long, value_name = "BYTES")]
-    pub max_name_len: Option<Count>,
-
-    /// Seconds between HTTP/2 keepalive pings to viewers [default: 10].
-    #[arg(long, value_name = "SECS")]
-    pub keepalive: Option<Seconds>,
-
-    /// Seconds without a ping reply before a viewer is dropped as vanished [default: 20].
-    #[arg(long, value_name = "SECS")]
-    pub keepalive_timeout: Option<Seconds>,
-
-    /// Connections one IP address may hold at once; more are closed at accept [default: 16].
-    #[arg(long, value_name = "N")]
-    pub max_conns_per_addr: Option<Count>,
-
-    /// HTTP/2 streams (calls) one connection may have open at once [default: 32].
-    #[arg(long, value_name = "N")]
-    pub max_streams_per_conn: Option<Count>,
-
-    /// Largest gRPC request message decoded, in bytes [default: 16384].
-    #[arg(long, value_name = "BYTES")]
-    pub max_request_bytes: Option<ByteCount>,
-
-    /// Largest HTTP/2 header block (metadata) accepted, in bytes [default: 16384].
-    #[arg(long, value_name = "BYTES")]
-    pub max_header_bytes: Option<ByteCount>,
-
-    /// Seconds a new connection has to start its first request (TLS handshake included) [default: 10].
-    #[arg(long, value_name = "SECS")]
-    pub handshake_timeout: Option<Seconds>,
-
-    /// Seconds a connection may stay open with no request in flight [default: 120].
-    #[arg(long, value_name = "SECS")]
-    pub idle_timeout: Option<Seconds>,
-
-    /// Do not serve the tutorial's `WebcamStreaming` contract (it predates tokens; stock
-    /// clients can still send one as metadata).
-    #[arg(long)]
-    pub no_seed: bool,
-
-    /// TLS certificate chain (PEM); with --tls-key, serves TLS only. `camcast gen-cert` makes one.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// TLS private key (PEM) for --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
-    /// Mutual TLS: viewers must present a certificate chaining to one in this PEM bundle.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-
-    /// Viewer tokens, one per line: every gRPC call and HTTP request (health excepted) must
-    /// carry `authorization: Bearer TOKEN` (HTTP also `?token=`). `camcast gen-token` makes one.
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-
-    /// Log filter, e.g. `info` or `camcast=debug` [default: info].
-    #[arg(long, value_name = "FILTER")]
-    pub log: Option<String>,
-
-    /// Status LED: `sysfs:NAME` (Linux LED class, e.g. the Pi's onboard `ACT`),
-    /// `gpio:PIN[:active-low]` (BCM pin number) or `none` [default: sysfs:ACT].
-    #[arg(long, value_name = "LED")]
-    pub led: Option<LedSpec>,
-
-    /// Do not advertise on the LAN over mDNS/DNS-SD (`_camcast._tcp`), which is on by default.
-    #[arg(long)]
-    pub no_mdns: bool,
-
-    /// Fault injection for `--source chaos:SOURCE` (testing only): probabilities per frame,
-    /// `error=P,stall=P,corrupt=P,seed=N` [default: error=0.01,stall=0.002,corrupt=0.02].
-    #[arg(long, value_name = "RATES", hide_short_help = true)]
-    pub chaos: Option<ChaosConfig>,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -206,83 +90,257 @@ pub enum Command {
     GenToken,
 }
 
-/// The TOML file's shape. Unknown keys are errors: a typo must not be silently ignored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    #[serde(default)]
-    server: ServerSection,
-    #[serde(default)]
-    camera: CameraSection,
-    #[serde(default)]
-    tls: TlsSection,
-    #[serde(default)]
-    auth: AuthSection,
-    #[serde(default)]
-    http: HttpSection,
+/// Combining two layers of settings: `self` over `lower` (flags over the file).
+trait Merge {
+    fn over(self, lower: Self) -> Self;
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HttpSection {
-    listen: Option<SocketAddr>,
+impl<T> Merge for Option<T> {
+    fn over(self, lower: Self) -> Self {
+        self.or(lower)
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServerSection {
-    listen: Option<SocketAddr>,
-    max_viewers: Option<Count>,
-    max_name_len: Option<Count>,
-    keepalive_secs: Option<Seconds>,
-    keepalive_timeout_secs: Option<Seconds>,
-    max_connections_per_address: Option<Count>,
-    max_streams_per_connection: Option<Count>,
-    max_request_bytes: Option<ByteCount>,
-    max_header_list_bytes: Option<ByteCount>,
-    handshake_timeout_secs: Option<Seconds>,
-    idle_timeout_secs: Option<Seconds>,
-    seed_contract: Option<bool>,
-    log: Option<String>,
-    led: Option<LedSpec>,
-    mdns: Option<bool>,
+impl Merge for Vec<(String, i64)> {
+    /// Camera controls add up: the file's, then the flags'. A flag replaces the file's value
+    /// for the same control name.
+    fn over(self, lower: Self) -> Self {
+        let mut merged = lower;
+        for (name, value) in self {
+            merged.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+            merged.push((name, value));
+        }
+        merged
+    }
 }
 
-/// `[tls]`: cert and key together turn TLS on; client_ca adds mutual TLS.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsSection {
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    client_ca: Option<PathBuf>,
+/// Declares settings a TOML table and the flags share: the struct derives clap's `Args` and
+/// serde's `Deserialize` (unknown keys are errors: a typo must not be silently ignored), gets
+/// [`Merge`] field by field, and lists its keys in `KEYS`. A field's name is its key: give old
+/// spellings as `#[serde(alias)]`, never `#[serde(rename)]`.
+macro_rules! settings {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$field_meta:meta])* pub $field:ident: $ty:ty, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// The keys of this table, as the TOML file spells them.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+
+        impl Merge for $name {
+            fn over(self, lower: Self) -> Self {
+                $name { $( $field: self.$field.over(lower.$field), )* }
+            }
+        }
+    };
 }
 
-/// `[auth]`: viewer tokens.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuthSection {
-    token_file: Option<PathBuf>,
+settings! {
+    /// Every setting, as the flags or the file give it (each one optional).
+    pub struct Settings {
+        #[command(flatten, next_help_heading = "Server ([server])")]
+        #[serde(default)]
+        pub server: ServerSection,
+        #[command(flatten, next_help_heading = "Camera ([camera])")]
+        #[serde(default)]
+        pub camera: CameraSection,
+        #[command(flatten, next_help_heading = "HTTP ([http])")]
+        #[serde(default)]
+        pub http: HttpSection,
+        #[command(flatten, next_help_heading = "TLS ([tls])")]
+        #[serde(default)]
+        pub tls: TlsSection,
+        #[command(flatten, next_help_heading = "Viewer tokens ([auth])")]
+        #[serde(default)]
+        pub auth: AuthSection,
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CameraSection {
-    source: Option<SourceSpec>,
-    device: Option<PathBuf>,
-    format: Option<FormatChoice>,
-    /// `[camera.controls]`: control name = value.
-    #[serde(default)]
-    controls: std::collections::BTreeMap<String, i64>,
-    size: Option<Size>,
-    fps: Option<Fps>,
-    quality: Option<Quality>,
-    always_on: Option<bool>,
-    linger_secs: Option<Seconds>,
-    chaos: Option<ChaosConfig>,
+settings! {
+    /// `[server]`: the gRPC port, the limits on what a peer can take, the appliance around it.
+    pub struct ServerSection {
+        /// Address and port to listen on [default: [::]:1234].
+        #[arg(long, value_name = "ADDR:PORT")]
+        pub listen: Option<SocketAddr>,
+
+        /// Viewers admitted at once, across gRPC and HTTP; more get RESOURCE_EXHAUSTED (gRPC)
+        /// or 503 (HTTP) [default: 64].
+        #[arg(long, value_name = "N")]
+        pub max_viewers: Option<Count>,
+
+        /// Longest viewer name accepted, in bytes [default: 64].
+        #[arg(long, value_name = "BYTES")]
+        pub max_name_len: Option<Count>,
+
+        /// Seconds between HTTP/2 keepalive pings to viewers [default: 10].
+        #[arg(long, alias = "keepalive", value_name = "SECS")]
+        pub keepalive_secs: Option<Seconds>,
+
+        /// Seconds without a ping reply before a viewer is dropped as vanished [default: 20].
+        #[arg(long, alias = "keepalive-timeout", value_name = "SECS")]
+        pub keepalive_timeout_secs: Option<Seconds>,
+
+        /// Connections one IP address may hold at once; more are closed at accept [default: 16].
+        #[arg(long, alias = "max-conns-per-addr", value_name = "N")]
+        pub max_connections_per_address: Option<Count>,
+
+        /// HTTP/2 streams (calls) one connection may have open at once; at least the viewer cap
+        /// + 16, so viewers beyond the cap are refused by name instead of queued [default: 32].
+        #[arg(long, alias = "max-streams-per-conn", value_name = "N")]
+        pub max_streams_per_connection: Option<Count>,
+
+        /// Largest gRPC request message decoded, in bytes [default: 16384].
+        #[arg(long, value_name = "BYTES")]
+        pub max_request_bytes: Option<ByteCount>,
+
+        /// Largest HTTP/2 header block (metadata) accepted, in bytes [default: 16384].
+        #[arg(long, alias = "max-header-bytes", value_name = "BYTES")]
+        pub max_header_list_bytes: Option<ByteCount>,
+
+        /// Seconds a new connection has to start its first request (TLS handshake included)
+        /// [default: 10].
+        #[arg(long, alias = "handshake-timeout", value_name = "SECS")]
+        pub handshake_timeout_secs: Option<Seconds>,
+
+        /// Seconds a connection may stay open with no request in flight [default: 120].
+        #[arg(long, alias = "idle-timeout", value_name = "SECS")]
+        pub idle_timeout_secs: Option<Seconds>,
+
+        /// Do not serve the tutorial API, `WebcamStreaming` (it predates tokens; stock clients
+        /// can still send one as metadata). Key: `tutorial_api = false`; old spellings
+        /// `seed_contract`, `--no-seed`.
+        #[arg(long = "no-tutorial-api", alias = "no-seed", num_args = 0, default_missing_value = "false")]
+        #[serde(alias = "seed_contract")]
+        pub tutorial_api: Option<bool>,
+
+        /// Log filter, e.g. `info` or `camcast=debug` [default: info].
+        #[arg(long, value_name = "FILTER")]
+        pub log: Option<String>,
+
+        /// Status LED: `sysfs:NAME` (Linux LED class, e.g. the Pi's onboard `ACT`),
+        /// `gpio:PIN[:active-low]` (BCM pin number) or `none` [default: sysfs:ACT].
+        #[arg(long, value_name = "LED")]
+        pub led: Option<LedSpec>,
+
+        /// Do not advertise on the LAN over mDNS/DNS-SD (`_camcast._tcp`), which is on by
+        /// default. Key: `mdns = false`.
+        #[arg(long = "no-mdns", num_args = 0, default_missing_value = "false")]
+        pub mdns: Option<bool>,
+    }
+}
+
+settings! {
+    /// `[camera]`: what to capture, and when.
+    pub struct CameraSection {
+        /// Frame source: `auto` (--device, else the first camera, else the test pattern),
+        /// `test-pattern`, `v4l2`, `v4l2:/dev/videoN`, a device path, or `libcamera[:N]` for a
+        /// Pi camera module (builds with the `libcamera` feature) [default: auto].
+        #[arg(long, value_name = "SOURCE")]
+        pub source: Option<SourceSpec>,
+
+        /// V4L2 camera device; a stable /dev/v4l/by-id/... link survives replugging. If it is
+        /// absent, camcast waits for it [default: the first camera found].
+        #[arg(long, value_name = "PATH")]
+        pub device: Option<PathBuf>,
+
+        /// Pixel format to ask the camera for: `auto` (MJPEG passed through if offered at the
+        /// size and rate, else YUYV, else NV12, encoded here), `mjpeg`, `yuyv` or `nv12`
+        /// [default: auto].
+        #[arg(long, value_name = "FORMAT")]
+        pub format: Option<FormatChoice>,
+
+        /// Camera control to set, NAME=VALUE (repeatable), e.g. "Power Line Frequency=1";
+        /// in the file, a `[camera.controls]` table. `camcast devices` lists each camera's
+        /// controls.
+        #[arg(long, visible_alias = "control", value_name = "NAME=VALUE", value_parser = parse_control)]
+        #[serde(default, deserialize_with = "controls_table")]
+        pub controls: Vec<(String, i64)>,
+
+        /// Frame size, WIDTHxHEIGHT, both even [default: 640x480].
+        #[arg(long, value_name = "WxH")]
+        pub size: Option<Size>,
+
+        /// Frames per second to capture [default: 30].
+        #[arg(long)]
+        pub fps: Option<Fps>,
+
+        /// JPEG quality (1-100) for frames camcast encodes [default: 80].
+        #[arg(long)]
+        pub quality: Option<Quality>,
+
+        /// Capture continuously, even with nobody watching.
+        #[arg(long, num_args = 0, default_missing_value = "true")]
+        pub always_on: Option<bool>,
+
+        /// Seconds capture keeps running after the last viewer leaves [default: 2].
+        #[arg(long, alias = "linger", value_name = "SECS")]
+        pub linger_secs: Option<Seconds>,
+
+        /// Fault injection for `--source chaos:SOURCE` (testing only): probabilities per frame,
+        /// `error=P,stall=P,corrupt=P,seed=N` [default: error=0.01,stall=0.002,corrupt=0.02].
+        #[arg(long, value_name = "RATES", hide_short_help = true)]
+        pub chaos: Option<ChaosConfig>,
+    }
+}
+
+settings! {
+    /// `[http]`: the browser page and MJPEG port.
+    pub struct HttpSection {
+        /// Also serve the browser page, /stream.mjpg, /snapshot.jpg and /healthz over HTTP on
+        /// this address and port, e.g. [::]:8080 [default: off].
+        #[arg(id = "http_listen", long = "http-listen", alias = "http", value_name = "ADDR:PORT")]
+        pub listen: Option<SocketAddr>,
+    }
+}
+
+settings! {
+    /// `[tls]`: cert and key together turn TLS on; client_ca adds mutual TLS.
+    pub struct TlsSection {
+        /// TLS certificate chain (PEM); with --tls-key, serves TLS only. `camcast gen-cert`
+        /// makes one.
+        #[arg(id = "tls_cert", long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+        pub cert: Option<PathBuf>,
+
+        /// TLS private key (PEM) for --tls-cert.
+        #[arg(id = "tls_key", long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+        pub key: Option<PathBuf>,
+
+        /// Mutual TLS: viewers must present a certificate chaining to one in this PEM bundle.
+        #[arg(id = "tls_client_ca", long = "tls-client-ca", value_name = "FILE", requires = "tls_cert")]
+        pub client_ca: Option<PathBuf>,
+    }
+}
+
+settings! {
+    /// `[auth]`: viewer tokens.
+    pub struct AuthSection {
+        /// Viewer tokens, one per line: every gRPC call and HTTP request (health excepted) must
+        /// carry `authorization: Bearer TOKEN` (HTTP also `?token=`). `camcast gen-token` makes
+        /// one.
+        #[arg(long, value_name = "FILE")]
+        pub token_file: Option<PathBuf>,
+    }
+}
+
+/// `[camera.controls]`, a table of control name = value, in the file's (sorted) order.
+fn controls_table<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, i64)>, D::Error> {
+    Ok(BTreeMap::<String, i64>::deserialize(d)?
+        .into_iter()
+        .collect())
 }
 
 /// The validated, merged configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     /// Where to serve HTTP (page, MJPEG, snapshot, health); `None` = no HTTP.
@@ -299,54 +357,27 @@ pub struct Config {
     pub max_streams_per_connection: u32,
     pub max_request_bytes: usize,
     pub max_header_list_bytes: u32,
-    /// Serve the seed `WebcamStreaming` contract.
-    pub seed_contract: bool,
+    /// Serve the tutorial API, `WebcamStreaming`.
+    pub tutorial_api: bool,
     /// TLS on, with these files.
     pub tls: Option<ServerTlsFiles>,
     /// Viewer tokens required, from this file.
     pub token_file: Option<PathBuf>,
-    /// How long a snapshot waits for a frame (camera start-up included).
-    pub snapshot_timeout: Duration,
     pub log: String,
     pub led: LedSpec,
     /// Advertise `_camcast._tcp` over mDNS.
     pub mdns: bool,
+    // Fixed, not settings (tests change them):
+    /// How long a snapshot waits for a frame (camera start-up included).
+    pub snapshot_timeout: Duration,
+    /// At shutdown, how long each port's connections get to finish (well inside the process's
+    /// 10 s grace).
+    pub drain_timeout: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            listen: "[::]:1234".parse().expect("valid default address"),
-            http: None,
-            source: SourceSpec::Auto,
-            camera: CameraRequest {
-                pattern: PatternConfig {
-                    width: 640,
-                    height: 480,
-                    fps: 30.0,
-                    quality: 80,
-                },
-                device: None,
-                format: FormatChoice::Auto,
-                controls: Vec::new(),
-                chaos: ChaosConfig::default(),
-            },
-            hub: HubConfig::default(),
-            max_name_len: 64,
-            keepalive_interval: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(20),
-            conn: ConnLimits::default(),
-            max_streams_per_connection: 32,
-            max_request_bytes: MAX_REQUEST_BYTES,
-            max_header_list_bytes: 16 * 1024,
-            seed_contract: true,
-            tls: None,
-            token_file: None,
-            snapshot_timeout: Duration::from_secs(5),
-            log: "info".into(),
-            led: LedSpec::default(),
-            mdns: true,
-        }
+        Config::resolve(Settings::default(), Settings::default()).expect("the defaults are valid")
     }
 }
 
@@ -368,118 +399,103 @@ impl Config {
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => Settings::default(),
         };
-        Self::merge(cli, file).map_err(ConfigError::Invalid)
+        Self::resolve(cli.settings.clone(), file).map_err(ConfigError::Invalid)
     }
 
     /// Parses TOML text as a config file would be (for tests and tools).
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        Self::merge(&Cli::parse_from(["camcast"]), file)
+        let file: Settings = toml::from_str(text).map_err(|e| e.to_string())?;
+        Self::resolve(Settings::default(), file)
     }
 
-    fn merge(cli: &Cli, file: FileConfig) -> Result<Config, String> {
-        let d = Config::default();
-        let (s, c) = (file.server, file.camera);
-        let tls = merge_tls(cli, file.tls)?;
-        let keepalive_interval =
-            pick(cli.keepalive, s.keepalive_secs).map_or(d.keepalive_interval, |s| s.0);
-        let dp = d.camera.pattern;
-        let size = cli.size.or(c.size).unwrap_or(Size {
-            width: dp.width,
-            height: dp.height,
+    /// `flags` over `file` over the defaults. Every setting's default is on its line below
+    /// (a few are the defaults of the module that owns the value: connection limits, hub).
+    fn resolve(flags: Settings, file: Settings) -> Result<Config, String> {
+        // TLS flags count as a set: --tls-cert (which needs --tls-key) replaces the file's [tls].
+        let tls_flags = flags.tls.cert.is_some().then(|| flags.tls.clone());
+        let Settings {
+            server: s,
+            camera: c,
+            http,
+            tls,
+            auth,
+        } = flags.over(file);
+        let tls = tls_files(tls_flags.unwrap_or(tls))?;
+        let (conn, hub) = (ConnLimits::default(), HubConfig::default());
+        let size = c.size.unwrap_or(Size {
+            width: 640,
+            height: 480,
         });
-        // File controls first, then flags; a flag overrides the file's value for that name.
-        let mut controls: Vec<(String, i64)> = c.controls.into_iter().collect();
-        for (name, value) in &cli.controls {
-            controls.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-            controls.push((name.clone(), *value));
-        }
+        let keepalive_interval = s.keepalive_secs.map_or(Duration::from_secs(10), |s| s.0);
         Ok(Config {
-            listen: cli.listen.or(s.listen).unwrap_or(d.listen),
-            http: cli.http.or(file.http.listen),
-            source: cli.source.clone().or(c.source).unwrap_or(d.source),
+            listen: s.listen.unwrap_or((Ipv6Addr::UNSPECIFIED, 1234).into()),
+            http: http.listen,
+            source: c.source.unwrap_or(SourceSpec::Auto),
             camera: CameraRequest {
-                pattern: PatternConfig {
+                capture: CaptureSettings {
                     width: size.width,
                     height: size.height,
-                    fps: cli.fps.or(c.fps).map_or(dp.fps, |f| f.0),
-                    quality: cli.quality.or(c.quality).map_or(dp.quality, |q| q.0),
+                    fps: c.fps.map_or(30.0, |f| f.0),
+                    quality: c.quality.map_or(80, |q| q.0),
                 },
-                device: cli.device.clone().or(c.device),
-                format: cli.format.or(c.format).unwrap_or(d.camera.format),
-                controls,
-                chaos: pick(cli.chaos, c.chaos).unwrap_or(d.camera.chaos),
+                device: c.device,
+                format: c.format.unwrap_or(FormatChoice::Auto),
+                controls: c.controls,
+                chaos: c.chaos.unwrap_or_default(),
             },
             hub: HubConfig {
-                max_viewers: pick(cli.max_viewers, s.max_viewers)
-                    .map_or(d.hub.max_viewers, |n| n.0),
-                linger: pick(cli.linger, c.linger_secs).map_or(d.hub.linger, |s| s.0),
-                always_on: cli.always_on || c.always_on.unwrap_or(false),
-                ..d.hub
+                max_viewers: s.max_viewers.map_or(hub.max_viewers, |n| n.0),
+                linger: c.linger_secs.map_or(hub.linger, |s| s.0),
+                always_on: c.always_on.unwrap_or(false),
+                ..hub
             },
-            max_name_len: pick(cli.max_name_len, s.max_name_len).map_or(d.max_name_len, |n| n.0),
+            max_name_len: s.max_name_len.map_or(64, |n| n.0),
             keepalive_interval,
-            keepalive_timeout: pick(cli.keepalive_timeout, s.keepalive_timeout_secs)
-                .map_or(d.keepalive_timeout, |s| s.0),
+            keepalive_timeout: s
+                .keepalive_timeout_secs
+                .map_or(Duration::from_secs(20), |s| s.0),
             conn: ConnLimits {
-                per_address: pick(cli.max_conns_per_addr, s.max_connections_per_address)
-                    .map_or(d.conn.per_address, |n| n.0),
-                handshake_timeout: pick(cli.handshake_timeout, s.handshake_timeout_secs)
-                    .map_or(d.conn.handshake_timeout, |s| s.0),
-                idle_timeout: pick(cli.idle_timeout, s.idle_timeout_secs)
-                    .map_or(d.conn.idle_timeout, |s| s.0),
+                per_address: s
+                    .max_connections_per_address
+                    .map_or(conn.per_address, |n| n.0),
+                handshake_timeout: s
+                    .handshake_timeout_secs
+                    .map_or(conn.handshake_timeout, |s| s.0),
+                idle_timeout: s.idle_timeout_secs.map_or(conn.idle_timeout, |s| s.0),
                 tcp_keepalive: keepalive_interval,
             },
-            max_streams_per_connection: pick(
-                cli.max_streams_per_conn,
-                s.max_streams_per_connection,
-            )
-            .map_or(d.max_streams_per_connection, |n| n.0 as u32),
-            max_request_bytes: pick(cli.max_request_bytes, s.max_request_bytes)
-                .map_or(d.max_request_bytes, |n| n.0),
-            max_header_list_bytes: pick(cli.max_header_bytes, s.max_header_list_bytes)
-                .map_or(d.max_header_list_bytes, |n| n.0 as u32),
-            seed_contract: !cli.no_seed && s.seed_contract.unwrap_or(d.seed_contract),
+            max_streams_per_connection: s.max_streams_per_connection.map_or(32, |n| n.0 as u32),
+            max_request_bytes: s.max_request_bytes.map_or(MAX_REQUEST_BYTES, |n| n.0),
+            max_header_list_bytes: s.max_header_list_bytes.map_or(16 * 1024, |n| n.0 as u32),
+            tutorial_api: s.tutorial_api.unwrap_or(true),
             tls,
-            token_file: cli.token_file.clone().or(file.auth.token_file),
-            snapshot_timeout: d.snapshot_timeout,
-            log: cli.log.clone().or(s.log).unwrap_or(d.log),
-            led: cli.led.clone().or(s.led).unwrap_or(d.led),
-            mdns: !cli.no_mdns && s.mdns.unwrap_or(d.mdns),
+            token_file: auth.token_file,
+            log: s.log.unwrap_or_else(|| "info".into()),
+            led: s.led.unwrap_or_default(),
+            mdns: s.mdns.unwrap_or(true),
+            snapshot_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
         })
     }
 }
 
-/// TLS is on when a certificate and key are both given (flags as a set, else the file's).
-fn merge_tls(cli: &Cli, file: TlsSection) -> Result<Option<ServerTlsFiles>, String> {
-    let (cert, key, client_ca) = if cli.tls_cert.is_some() {
-        (
-            cli.tls_cert.clone(),
-            cli.tls_key.clone(),
-            cli.tls_client_ca.clone(),
-        )
-    } else {
-        (file.cert, file.key, file.client_ca)
-    };
-    match (cert, key) {
+/// TLS is on when a certificate and key are both given.
+fn tls_files(tls: TlsSection) -> Result<Option<ServerTlsFiles>, String> {
+    match (tls.cert, tls.key) {
         (Some(cert), Some(key)) => Ok(Some(ServerTlsFiles {
             cert,
             key,
-            client_ca,
+            client_ca: tls.client_ca,
         })),
-        (None, None) if client_ca.is_none() => Ok(None),
+        (None, None) if tls.client_ca.is_none() => Ok(None),
         (None, None) => Err("[tls] client_ca needs cert and key as well".into()),
         _ => Err("[tls] needs both cert and key (or neither, for plain gRPC)".into()),
     }
 }
 
-fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
-    flag.or(file)
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+fn read_file(path: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -606,9 +622,9 @@ mod tests {
         assert_eq!(c.listen, "[::]:1234".parse().unwrap());
         assert_eq!(
             (
-                c.camera.pattern.width,
-                c.camera.pattern.height,
-                c.camera.pattern.fps
+                c.camera.capture.width,
+                c.camera.capture.height,
+                c.camera.capture.fps
             ),
             (640, 480, 30.0)
         );
@@ -628,7 +644,7 @@ mod tests {
         .unwrap();
         let cli = Cli::parse_from(["camcast", "--config", path.to_str().unwrap(), "--fps", "10"]);
         let c = Config::load(&cli).unwrap();
-        let p = c.camera.pattern;
+        let p = c.camera.capture;
         assert_eq!(p.fps, 10.0, "flag wins");
         assert_eq!(c.hub.max_viewers, 5, "file wins over default");
         assert_eq!((p.width, p.height), (320, 240));
@@ -687,11 +703,11 @@ mod tests {
             ),
             (32, 16384, 16384)
         );
-        assert!(d.seed_contract && d.tls.is_none() && d.token_file.is_none());
+        assert!(d.tutorial_api && d.tls.is_none() && d.token_file.is_none());
         let c = Config::from_toml(
             "[server]\nmax_connections_per_address = 3\nmax_streams_per_connection = 4\n\
              max_request_bytes = 1024\nmax_header_list_bytes = 4096\nhandshake_timeout_secs = 2\n\
-             idle_timeout_secs = 30\nkeepalive_secs = 7\nseed_contract = false\n\
+             idle_timeout_secs = 30\nkeepalive_secs = 7\ntutorial_api = false\n\
              [tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nclient_ca = \"/ca.pem\"\n\
              [auth]\ntoken_file = \"/t\"\n",
         )
@@ -713,39 +729,23 @@ mod tests {
             ),
             (4, 1024, 4096)
         );
-        assert!(!c.seed_contract);
+        assert!(!c.tutorial_api);
         let tls = c.tls.unwrap();
         assert_eq!(tls.client_ca, Some(PathBuf::from("/ca.pem")));
         assert_eq!(c.token_file, Some(PathBuf::from("/t")));
     }
 
-    /// The shipped config lists every key at its default, and its commented-out TLS and
-    /// token lines are valid once uncommented.
+    /// The shipped config sets every key to its default (and turns HTTP on), and its
+    /// commented-out TLS and token lines are valid once uncommented.
     #[test]
     fn shipped_config_matches_the_defaults() {
         let text = include_str!("../deploy/camcast.toml");
-        let (c, d) = (Config::from_toml(text).unwrap(), Config::default());
-        assert_eq!(c.conn, d.conn);
-        assert_eq!(c.listen, d.listen);
-        assert_eq!(c.hub.max_viewers, d.hub.max_viewers);
-        assert_eq!(c.max_name_len, d.max_name_len);
-        assert_eq!(
-            (c.keepalive_interval, c.keepalive_timeout),
-            (d.keepalive_interval, d.keepalive_timeout)
-        );
-        assert_eq!(
-            (
-                c.max_streams_per_connection,
-                c.max_request_bytes,
-                c.max_header_list_bytes
-            ),
-            (
-                d.max_streams_per_connection,
-                d.max_request_bytes,
-                d.max_header_list_bytes
-            )
-        );
-        assert_eq!(c.seed_contract, d.seed_contract);
+        let shipped = Config::from_toml(text).unwrap();
+        let expected = Config {
+            http: Some("[::]:8080".parse().unwrap()),
+            ..Config::default()
+        };
+        assert_eq!(shipped, expected);
         let enabled: String = text
             .lines()
             .map(|l| {
@@ -761,6 +761,134 @@ mod tests {
         let secured = Config::from_toml(&enabled).unwrap();
         assert!(secured.tls.unwrap().client_ca.is_some());
         assert!(secured.token_file.is_some());
+    }
+
+    /// Each table's keys, and the prefix its flags carry.
+    const TABLES: [(&str, &[&str], &str); 5] = [
+        ("server", ServerSection::KEYS, ""),
+        ("camera", CameraSection::KEYS, ""),
+        ("http", HttpSection::KEYS, "http-"),
+        ("tls", TlsSection::KEYS, "tls-"),
+        ("auth", AuthSection::KEYS, ""),
+    ];
+
+    /// Every key has its flag, spelled like the key (`--no-KEY` for a setting on by default),
+    /// and every flag but --config has its key.
+    #[test]
+    fn every_key_has_its_flag_and_every_flag_its_key() {
+        use clap::CommandFactory;
+        let tables: Vec<&str> = TABLES.iter().map(|t| t.0).collect();
+        assert_eq!(tables, Settings::KEYS, "a table is missing from TABLES");
+        let mut cli = Cli::command();
+        cli.build();
+        let flags: std::collections::BTreeSet<&str> =
+            cli.get_arguments().filter_map(|a| a.get_long()).collect();
+        let mut matched = std::collections::BTreeSet::new();
+        for (table, keys, prefix) in TABLES {
+            for key in keys {
+                let flag = format!("{prefix}{}", key.replace('_', "-"));
+                let found = [flag.clone(), format!("no-{flag}")]
+                    .into_iter()
+                    .find(|f| flags.contains(f.as_str()));
+                let found = found.unwrap_or_else(|| panic!("[{table}] {key} has no --{flag}"));
+                matched.insert(found);
+            }
+        }
+        let without_key: Vec<&str> = flags
+            .iter()
+            .filter(|f| !matched.contains(**f) && !["config", "help", "version"].contains(f))
+            .copied()
+            .collect();
+        assert!(
+            without_key.is_empty(),
+            "flags without a key: {without_key:?}"
+        );
+    }
+
+    /// deploy/camcast.toml documents every key, set or commented out, in its table.
+    #[test]
+    fn shipped_config_lists_every_key() {
+        let text = include_str!("../deploy/camcast.toml");
+        let mut listed = std::collections::BTreeSet::new();
+        let mut table = "";
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                table = name;
+            } else if line == "# [camera.controls]" {
+                listed.insert(("camera".to_string(), "controls".to_string()));
+            } else if let Some((key, _)) = line.trim_start_matches("# ").split_once(" = ") {
+                listed.insert((table.to_string(), key.to_string()));
+            }
+        }
+        for (table, keys, _) in TABLES {
+            for key in keys {
+                assert!(
+                    listed.contains(&(table.to_string(), key.to_string())),
+                    "deploy/camcast.toml does not list [{table}] {key}"
+                );
+            }
+        }
+    }
+
+    /// Flags and keys renamed to match each other: the old spellings still give the same
+    /// configuration as the new ones, and it differs from the default.
+    #[test]
+    fn old_flag_and_key_spellings_still_work() {
+        let renamed_flags: [(&[&str], &[&str]); 11] = [
+            (
+                &["--max-conns-per-addr", "3"],
+                &["--max-connections-per-address", "3"],
+            ),
+            (
+                &["--max-streams-per-conn", "4"],
+                &["--max-streams-per-connection", "4"],
+            ),
+            (
+                &["--max-header-bytes", "4096"],
+                &["--max-header-list-bytes", "4096"],
+            ),
+            (&["--keepalive", "7"], &["--keepalive-secs", "7"]),
+            (
+                &["--keepalive-timeout", "9"],
+                &["--keepalive-timeout-secs", "9"],
+            ),
+            (
+                &["--handshake-timeout", "2"],
+                &["--handshake-timeout-secs", "2"],
+            ),
+            (&["--idle-timeout", "30"], &["--idle-timeout-secs", "30"]),
+            (&["--linger", "5"], &["--linger-secs", "5"]),
+            (
+                &["--http", "127.0.0.1:8081"],
+                &["--http-listen", "127.0.0.1:8081"],
+            ),
+            (
+                &["--control", "Brightness=3"],
+                &["--controls", "Brightness=3"],
+            ),
+            (&["--no-seed"], &["--no-tutorial-api"]),
+        ];
+        let load = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("camcast").chain(args.iter().copied()));
+            Config::load(&cli.unwrap_or_else(|e| panic!("{args:?}: {e}"))).unwrap()
+        };
+        for (old, new) in renamed_flags {
+            let c = load(old);
+            assert_eq!(c, load(new), "{old:?} and {new:?}");
+            assert_ne!(c, Config::default(), "{new:?} changed nothing");
+        }
+        let c = Config::from_toml("[server]\nseed_contract = false\n").unwrap();
+        assert_eq!(
+            c,
+            Config::from_toml("[server]\ntutorial_api = false\n").unwrap()
+        );
+        assert!(!c.tutorial_api);
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]

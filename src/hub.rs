@@ -23,7 +23,7 @@ use crate::frame::{looks_like_jpeg, Frame};
 use crate::source::{FrameSource, Mode, SourceError};
 use crate::status::{State, Status, StatusCell};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HubConfig {
     /// Viewers (streams and in-flight snapshots, all APIs) admitted at once.
     pub max_viewers: usize,
@@ -62,8 +62,8 @@ pub enum HubError {
 /// Which transport a viewer came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
-    /// The tutorial's `WebcamStreaming` contract.
-    Seed,
+    /// The tutorial API, `WebcamStreaming`.
+    Tutorial,
     V1,
     Snapshot,
     /// `/stream.mjpg` over HTTP (browsers, VLC, Home Assistant...).
@@ -73,7 +73,8 @@ pub enum Api {
 impl Api {
     pub fn as_str(self) -> &'static str {
         match self {
-            Api::Seed => "seed",
+            // "seed" on the wire (GetInfo, /info.json): scripts and older viewers read it.
+            Api::Tutorial => "seed",
             Api::V1 => "v1",
             Api::Snapshot => "snapshot",
             Api::Http => "http",

@@ -7,14 +7,13 @@ mod common;
 use std::time::Duration;
 
 use camcast::client::FrameStream;
-use camcast::grpc::{self, V1_SERVICE};
+use camcast::grpc::V1_SERVICE;
 use camcast::hub::{Hub, HubConfig};
 use camcast::led::{self, RecordingLed};
 use camcast::source::chaos::{ChaosConfig, ChaosSource, Fault};
 use camcast::source::FrameSource;
 use camcast::status::{State, StatusCell};
-use common::{decode, pattern, settings};
-use tokio::sync::oneshot;
+use common::{decode, pattern, TestServer};
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -22,57 +21,39 @@ use tonic_health::pb::{
 
 /// A server on an ephemeral port whose status cell the test can see (for the LED).
 struct Rig {
+    server: TestServer,
     target: String,
     hub: Hub,
     status: StatusCell,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl Rig {
     async fn start(source: Box<dyn FrameSource>, retry: Duration) -> Rig {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let target = listener.local_addr().unwrap().to_string();
-        let status = StatusCell::new();
-        let cfg = HubConfig {
+        let hub = HubConfig {
             retry_min: retry,
             retry_max: retry,
             ..HubConfig::default()
         };
-        let hub = Hub::new(source, "fault injection test", cfg, status.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(grpc::serve(
-            listener,
-            hub.clone(),
-            status.clone(),
-            settings(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let server = TestServer::start(source, hub).await;
         Rig {
-            target,
-            hub,
-            status,
-            stop,
-            task,
+            target: server.target(),
+            hub: server.hub.clone(),
+            status: server.status.clone(),
+            server,
         }
     }
 
-    async fn viewer(&self, legacy: bool, name: &str) -> FrameStream {
+    async fn viewer(&self, tutorial_api: bool, name: &str) -> FrameStream {
         let channel = camcast::client::connect(&self.target, Duration::from_secs(5))
             .await
             .unwrap();
-        FrameStream::open(channel, legacy, name, 0.0).await.unwrap()
+        FrameStream::open(channel, tutorial_api, name, 0.0)
+            .await
+            .unwrap()
     }
 
     async fn finish(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("graceful shutdown in time")
-            .unwrap()
-            .unwrap();
+        self.server.stop().await.unwrap();
     }
 }
 
@@ -89,7 +70,7 @@ async fn viewers_keep_getting_valid_frames_through_random_faults() {
     let rig = Rig::start(source, Duration::from_millis(20)).await;
     let mut viewers = [
         rig.viewer(false, "v1").await,
-        rig.viewer(true, "seed").await,
+        rig.viewer(true, "tutorial").await,
     ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut last_seq = 0;

@@ -6,8 +6,9 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes};
-use camcast::admission::{Admission, ConnLimits};
+use camcast::admission::ConnLimits;
 use camcast::client::{self, FrameStream};
+use camcast::config::Config;
 use camcast::hub::HubConfig;
 use camcast::pb;
 use common::{decode, eventually, TestServer};
@@ -17,7 +18,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Status};
 
 #[tokio::test]
-async fn seed_contract_streams_decodable_jpegs() {
+async fn tutorial_api_streams_decodable_jpegs() {
     let server = TestServer::pattern(320, 240, 30.0).await;
     let mut stream = FrameStream::open(server.channel().await, true, "tutorial-client", 0.0)
         .await
@@ -66,23 +67,20 @@ async fn v1_frames_carry_sequence_time_size_and_origin() {
 #[tokio::test]
 async fn twenty_concurrent_viewers_on_both_apis_all_decode() {
     // All twenty come from 127.0.0.1, above the default per-address cap of 16.
-    let mut settings = common::settings();
-    settings.admission = Admission::new(ConnLimits {
-        per_address: 32,
-        ..ConnLimits::default()
-    });
-    let server = TestServer::start_with(
-        common::pattern(320, 240, 30.0),
-        HubConfig::default(),
-        settings,
-    )
-    .await;
+    let config = Config {
+        conn: ConnLimits {
+            per_address: 32,
+            ..ConnLimits::default()
+        },
+        ..common::config()
+    };
+    let server = TestServer::launch(config, common::pattern(320, 240, 30.0)).await;
     let mut viewers = Vec::new();
     for i in 0..20 {
         let channel = server.channel().await;
         viewers.push(tokio::spawn(async move {
-            let legacy = i % 2 == 0;
-            let mut s = FrameStream::open(channel, legacy, &format!("viewer-{i}"), 0.0)
+            let tutorial_api = i % 2 == 0;
+            let mut s = FrameStream::open(channel, tutorial_api, &format!("viewer-{i}"), 0.0)
                 .await
                 .unwrap();
             let mut decoded = 0;
@@ -188,8 +186,8 @@ async fn viewer_limit_answers_resource_exhausted_on_both_apis() {
         .unwrap();
     a.next().await.unwrap().unwrap();
     b.next().await.unwrap().unwrap();
-    for legacy in [false, true] {
-        let err = FrameStream::open(server.channel().await, legacy, "c", 0.0)
+    for tutorial_api in [false, true] {
+        let err = FrameStream::open(server.channel().await, tutorial_api, "c", 0.0)
             .await
             .err()
             .expect("third viewer refused");
@@ -217,13 +215,13 @@ async fn graceful_shutdown_ends_streams_with_ok_status() {
     let mut v1 = FrameStream::open(server.channel().await, false, "v1", 0.0)
         .await
         .unwrap();
-    let mut seed = FrameStream::open(server.channel().await, true, "seed", 0.0)
+    let mut tutorial = FrameStream::open(server.channel().await, true, "tutorial", 0.0)
         .await
         .unwrap();
     v1.next().await.unwrap().unwrap();
-    seed.next().await.unwrap().unwrap();
+    tutorial.next().await.unwrap().unwrap();
     let stopping = tokio::spawn(server.stop());
-    for s in [&mut v1, &mut seed] {
+    for s in [&mut v1, &mut tutorial] {
         // Drain what was in flight; the stream must then end cleanly, not with an error.
         loop {
             match s.next().await {

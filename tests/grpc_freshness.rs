@@ -15,7 +15,7 @@ use common::TestServer;
 use prost::Message;
 use tonic::Code;
 
-const SEED: &str = "/WebcamStreaming/StartWebcamStreaming";
+const TUTORIAL: &str = "/WebcamStreaming/StartWebcamStreaming";
 const V1: &str = "/camcast.v1.Camera/StreamFrames";
 
 /// How many frames the one a viewer just read may trail the hub's newest: the frame captured
@@ -36,7 +36,7 @@ fn viewer(server: &TestServer, name: &str) -> ViewerReport {
         .unwrap_or_else(|| panic!("viewer {name} is connected"))
 }
 
-/// A grpcio-like viewer (see `core_client`) on the seed contract or camcast.v1.
+/// A grpcio-like viewer (see `core_client`) on the tutorial API or camcast.v1.
 async fn open_core(server: &TestServer, path: &str, name: &str) -> CoreStream {
     let request = if path == V1 {
         pb::v1::StreamRequest {
@@ -45,7 +45,7 @@ async fn open_core(server: &TestServer, path: &str, name: &str) -> CoreStream {
         }
         .encode_to_vec()
     } else {
-        pb::seed::ClientName {
+        pb::tutorial::ClientName {
             client_name: name.into(),
         }
         .encode_to_vec()
@@ -58,7 +58,7 @@ async fn open_core(server: &TestServer, path: &str, name: &str) -> CoreStream {
 async fn read(server: &TestServer, stream: &mut CoreStream, path: &str) -> u64 {
     let msg = stream.next().await.expect("the stream stays open");
     if path != V1 {
-        let image = pb::seed::CaptureImage::decode(msg).unwrap();
+        let image = pb::tutorial::CaptureImage::decode(msg).unwrap();
         common::decode(&image.image_bytes);
         return 0;
     }
@@ -75,7 +75,7 @@ async fn read(server: &TestServer, stream: &mut CoreStream, path: &str) -> u64 {
 #[tokio::test]
 async fn a_slow_reader_that_credits_as_it_reads_gets_fresh_frames_on_both_contracts() {
     let server = TestServer::pattern(320, 240, 30.0).await;
-    for path in [V1, SEED] {
+    for path in [V1, TUTORIAL] {
         let name = format!("slow {path}");
         let mut stream = open_core(&server, path, &name).await;
         let mut skipped = read(&server, &mut stream, path).await;
@@ -103,7 +103,7 @@ async fn a_slow_reader_that_credits_as_it_reads_gets_fresh_frames_on_both_contra
 #[tokio::test]
 async fn after_a_pause_the_next_frame_is_the_newest() {
     let server = TestServer::pattern(320, 240, 30.0).await;
-    for path in [V1, SEED] {
+    for path in [V1, TUTORIAL] {
         let name = format!("pausing {path}");
         let mut stream = open_core(&server, path, &name).await;
         read(&server, &mut stream, path).await;

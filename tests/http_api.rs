@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use camcast::client::{self, FrameStream};
-use camcast::http::HttpSettings;
+use camcast::config::Config;
 use camcast::hub::HubConfig;
 use camcast::pb;
 use camcast::source::fake::FakeSource;
@@ -24,49 +24,21 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tonic::Code;
 
-/// gRPC and HTTP on one hub, as `camcast --http` runs them.
-struct Servers {
-    grpc: TestServer,
-    http: SocketAddr,
-    http_task: JoinHandle<()>,
+/// gRPC and HTTP on one hub, as `camcast --http-listen` runs them.
+async fn with_http(source: Box<dyn FrameSource>, hub: HubConfig) -> TestServer {
+    TestServer::launch(
+        Config {
+            hub,
+            ..common::config_with_http()
+        },
+        source,
+    )
+    .await
 }
 
-impl Servers {
-    async fn start(source: Box<dyn FrameSource>, cfg: HubConfig, settings: HttpSettings) -> Self {
-        let grpc = TestServer::start(source, cfg).await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = listener.local_addr().unwrap();
-        let hub = grpc.hub.clone();
-        let http_task = tokio::spawn(camcast::http::serve(
-            listener,
-            hub.clone(),
-            settings,
-            async move { hub.closed().await },
-        ));
-        Servers {
-            grpc,
-            http,
-            http_task,
-        }
-    }
-
-    async fn pattern(width: u32, height: u32, fps: f64) -> Self {
-        Self::start(
-            common::pattern(width, height, fps),
-            HubConfig::default(),
-            HttpSettings::default(),
-        )
-        .await
-    }
-
-    /// Stops gRPC (which closes the hub) and waits for HTTP to finish too.
-    async fn stop(self) {
-        self.grpc.stop().await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.http_task)
-            .await
-            .expect("HTTP server finished in time")
-            .expect("HTTP server task did not panic");
-    }
+/// [`with_http`] with the test pattern and default limits.
+async fn pattern_with_http(width: u32, height: u32, fps: f64) -> TestServer {
+    with_http(common::pattern(width, height, fps), HubConfig::default()).await
 }
 
 /// One request on a fresh connection; the connection lives until `conn` is dropped.
@@ -201,8 +173,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[tokio::test]
 async fn stream_parts_are_jpegs_of_the_right_size_in_sequence() {
-    let servers = Servers::pattern(320, 240, 30.0).await;
-    let mut stream = Mjpeg::open(servers.http, "/stream.mjpg").await;
+    let server = pattern_with_http(320, 240, 30.0).await;
+    let mut stream = Mjpeg::open(server.http_addr(), "/stream.mjpg").await;
     assert_eq!(
         header_str(stream.ex.response.headers(), "cache-control"),
         "no-store"
@@ -215,26 +187,26 @@ async fn stream_parts_are_jpegs_of_the_right_size_in_sequence() {
         assert_eq!(decode(&part.jpeg), (320, 240));
     }
     drop(stream);
-    servers.stop().await;
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn snapshot_is_one_current_uncached_jpeg() {
-    let servers = Servers::pattern(320, 240, 30.0).await;
-    let (status, headers, body) = get(servers.http, "/snapshot.jpg").await;
+    let server = pattern_with_http(320, 240, 30.0).await;
+    let (status, headers, body) = get(server.http_addr(), "/snapshot.jpg").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(header_str(&headers, "content-type"), "image/jpeg");
     assert_eq!(header_str(&headers, "cache-control"), "no-store");
     assert_eq!(decode(&body), (320, 240));
-    let counters = servers.grpc.hub.report().counters;
+    let counters = server.hub.report().counters;
     assert_eq!(counters.viewers_total, 1, "the snapshot was a brief viewer");
-    servers.stop().await;
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn page_and_info_describe_the_camera() {
-    let servers = Servers::pattern(320, 240, 30.0).await;
-    let (status, headers, body) = get(servers.http, "/").await;
+    let server = pattern_with_http(320, 240, 30.0).await;
+    let (status, headers, body) = get(server.http_addr(), "/").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         header_str(&headers, "content-type"),
@@ -248,9 +220,9 @@ async fn page_and_info_describe_the_camera() {
         "no external assets"
     );
 
-    let mut stream = Mjpeg::open(servers.http, "/stream.mjpg").await;
+    let mut stream = Mjpeg::open(server.http_addr(), "/stream.mjpg").await;
     stream.next().await.unwrap();
-    let (status, headers, body) = get(servers.http, "/info.json").await;
+    let (status, headers, body) = get(server.http_addr(), "/info.json").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(header_str(&headers, "content-type"), "application/json");
     let info: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -264,11 +236,11 @@ async fn page_and_info_describe_the_camera() {
     assert_eq!(info["viewers"], 1);
     assert!(!info["name"].as_str().unwrap().is_empty());
 
-    let (status, _, body) = get(servers.http, "/nonexistent").await;
+    let (status, _, body) = get(server.http_addr(), "/nonexistent").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(text(&body).contains("/stream.mjpg"), "{}", text(&body));
     drop(stream);
-    servers.stop().await;
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -281,8 +253,8 @@ async fn healthz_is_503_while_the_camera_is_missing_and_200_once_back() {
         retry_max: Duration::from_millis(50),
         ..HubConfig::default()
     };
-    let servers = Servers::start(Box::new(source), cfg, HttpSettings::default()).await;
-    let addr = servers.http;
+    let server = with_http(Box::new(source), cfg).await;
+    let addr = server.http_addr();
     eventually("healthz says 503 waiting for camera", || async move {
         let (status, _, body) = get(addr, "/healthz").await;
         if status != StatusCode::SERVICE_UNAVAILABLE {
@@ -306,7 +278,7 @@ async fn healthz_is_503_while_the_camera_is_missing_and_200_once_back() {
         status == StatusCode::OK && health["status"] == "ok"
     })
     .await;
-    servers.stop().await;
+    server.stop().await.unwrap();
 }
 
 /// HTTP viewers and gRPC viewers share one limit, and each side is told clearly.
@@ -316,52 +288,47 @@ async fn viewer_limit_is_shared_with_grpc() {
         max_viewers: 2,
         ..HubConfig::default()
     };
-    let servers = Servers::start(
-        common::pattern(160, 120, 30.0),
-        cfg,
-        HttpSettings::default(),
-    )
-    .await;
-    let mut grpc = FrameStream::open(servers.grpc.channel().await, false, "grpc", 0.0)
+    let server = with_http(common::pattern(160, 120, 30.0), cfg).await;
+    let mut grpc = FrameStream::open(server.channel().await, false, "grpc", 0.0)
         .await
         .unwrap();
     grpc.next().await.unwrap().unwrap();
-    let mut http = Mjpeg::open(servers.http, "/stream.mjpg?name=http").await;
+    let mut http = Mjpeg::open(server.http_addr(), "/stream.mjpg?name=http").await;
     http.next().await.unwrap();
 
     for path in ["/stream.mjpg", "/snapshot.jpg"] {
-        let (status, headers, body) = get(servers.http, path).await;
+        let (status, headers, body) = get(server.http_addr(), path).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert_eq!(header_str(&headers, "retry-after"), "2");
         assert!(text(&body).contains("viewer limit"), "{}", text(&body));
     }
-    let err = FrameStream::open(servers.grpc.channel().await, false, "third", 0.0)
+    let err = FrameStream::open(server.channel().await, false, "third", 0.0)
         .await
         .err()
         .expect("gRPC refused too");
     assert_eq!(err.code(), Code::ResourceExhausted);
 
     drop(http);
-    let hub = servers.grpc.hub.clone();
+    let hub = server.hub.clone();
     eventually("the HTTP viewer's slot is freed", || {
         let hub = hub.clone();
         async move { hub.viewer_count() == 1 }
     })
     .await;
-    let mut late = FrameStream::open(servers.grpc.channel().await, true, "late", 0.0)
+    let mut late = FrameStream::open(server.channel().await, true, "late", 0.0)
         .await
         .unwrap();
     late.next().await.unwrap().unwrap();
-    assert_eq!(servers.grpc.hub.report().counters.viewers_rejected, 3);
-    servers.stop().await;
+    assert_eq!(server.hub.report().counters.viewers_rejected, 3);
+    server.stop().await.unwrap();
 }
 
 /// HTTP viewers show in GetInfo, and HTTP and gRPC viewers get the very same frames.
 #[tokio::test]
 async fn http_viewers_share_the_hubs_frames_and_show_in_get_info() {
-    let servers = Servers::pattern(320, 240, 30.0).await;
-    let mut http = Mjpeg::open(servers.http, "/stream.mjpg?name=kitchen&fps=5").await;
-    let mut grpc = FrameStream::open(servers.grpc.channel().await, false, "grpc", 0.0)
+    let server = pattern_with_http(320, 240, 30.0).await;
+    let mut http = Mjpeg::open(server.http_addr(), "/stream.mjpg?name=kitchen&fps=5").await;
+    let mut grpc = FrameStream::open(server.channel().await, false, "grpc", 0.0)
         .await
         .unwrap();
     let part = http.next().await.unwrap();
@@ -378,7 +345,7 @@ async fn http_viewers_share_the_hubs_frames_and_show_in_get_info() {
         );
     }
 
-    let info = client::camera_client(servers.grpc.channel().await)
+    let info = client::camera_client(server.channel().await)
         .get_info(pb::v1::GetInfoRequest {})
         .await
         .unwrap()
@@ -397,7 +364,7 @@ async fn http_viewers_share_the_hubs_frames_and_show_in_get_info() {
     );
     assert!(viewer.frames_sent >= 1);
     drop(http);
-    servers.stop().await;
+    server.stop().await.unwrap();
 }
 
 /// A viewer that stops reading must not hold back others or make the server queue frames for
@@ -405,11 +372,11 @@ async fn http_viewers_share_the_hubs_frames_and_show_in_get_info() {
 /// the rest as skipped.
 #[tokio::test]
 async fn stalled_reader_neither_slows_others_nor_queues_on_the_server() {
-    let servers = Servers::pattern(1280, 720, 15.0).await;
+    let server = pattern_with_http(1280, 720, 15.0).await;
     // A small receive buffer, like a congested phone on Wi-Fi; then it never reads again.
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(servers.http).await.unwrap();
+    let mut stalled = socket.connect(server.http_addr()).await.unwrap();
     stalled
         .write_all(b"GET /stream.mjpg?name=stalled HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
@@ -418,7 +385,7 @@ async fn stalled_reader_neither_slows_others_nor_queues_on_the_server() {
     let n = stalled.read(&mut first).await.unwrap();
     assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
 
-    let mut fast = Mjpeg::open(servers.http, "/stream.mjpg?name=fast").await;
+    let mut fast = Mjpeg::open(server.http_addr(), "/stream.mjpg?name=fast").await;
     let (mut received, mut skipped, mut last) = (0u64, 0u64, None);
     while received < 90 {
         let part = fast.next().await.unwrap();
@@ -434,7 +401,7 @@ async fn stalled_reader_neither_slows_others_nor_queues_on_the_server() {
         received + skipped
     );
 
-    let report = servers.grpc.hub.report();
+    let report = server.hub.report();
     let slow = report
         .viewers
         .iter()
@@ -457,7 +424,7 @@ async fn stalled_reader_neither_slows_others_nor_queues_on_the_server() {
     );
     drop(stalled);
     drop(fast);
-    servers.stop().await;
+    server.stop().await.unwrap();
 }
 
 /// The words of the one frame-rate check shared by gRPC and HTTP.
@@ -465,7 +432,7 @@ const RATE_RULE: &str = "max_fps must be 0 (the camera's rate) or from 0.01 to 1
 
 #[tokio::test]
 async fn bad_queries_get_400_with_a_clear_message_and_harm_nothing() {
-    let servers = Servers::pattern(160, 120, 30.0).await;
+    let server = pattern_with_http(160, 120, 30.0).await;
     let long_name = "n".repeat(65);
     for (path, expected) in [
         ("/stream.mjpg?fps=abc", "fps"),
@@ -479,20 +446,20 @@ async fn bad_queries_get_400_with_a_clear_message_and_harm_nothing() {
         (&format!("/stream.mjpg?name={long_name}"), "at most 64"),
         (&format!("/snapshot.jpg?name={long_name}"), "at most 64"),
     ] {
-        let (status, _, body) = get(servers.http, path).await;
+        let (status, _, body) = get(server.http_addr(), path).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
         assert!(text(&body).contains(expected), "{path}: {}", text(&body));
     }
-    let (status, _, _) = send_method(servers.http, "POST", "/stream.mjpg").await;
+    let (status, _, _) = send_method(server.http_addr(), "POST", "/stream.mjpg").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(servers.grpc.hub.report().counters.viewers_total, 0);
-    assert_eq!(servers.grpc.hub.viewer_count(), 0, "no slot leaked");
+    assert_eq!(server.hub.report().counters.viewers_total, 0);
+    assert_eq!(server.hub.viewer_count(), 0, "no slot leaked");
 
     // A cache-buster is ignored, and a proper viewer is served.
-    let mut ok = Mjpeg::open(servers.http, "/stream.mjpg?fps=0&t=123").await;
+    let mut ok = Mjpeg::open(server.http_addr(), "/stream.mjpg?fps=0&t=123").await;
     assert_eq!(decode(&ok.next().await.unwrap().jpeg), (160, 120));
     drop(ok);
-    servers.stop().await;
+    server.stop().await.unwrap();
 }
 
 async fn send_method(addr: SocketAddr, method: &str, path: &str) -> (StatusCode, HeaderMap, Bytes) {
@@ -517,17 +484,11 @@ async fn send_method(addr: SocketAddr, method: &str, path: &str) -> (StatusCode,
 /// Slowloris: a client that never finishes its headers is disconnected; huge headers get 431.
 #[tokio::test]
 async fn slow_or_huge_request_headers_are_cut_off() {
-    let settings = HttpSettings {
-        header_timeout: Duration::from_millis(500),
-        ..HttpSettings::default()
-    };
-    let servers = Servers::start(
-        common::pattern(160, 120, 30.0),
-        HubConfig::default(),
-        settings,
-    )
-    .await;
-    let mut slow = TcpStream::connect(servers.http).await.unwrap();
+    // HTTP's header timeout is the handshake timeout of every port.
+    let mut config = common::config_with_http();
+    config.conn.handshake_timeout = Duration::from_millis(500);
+    let server = TestServer::launch(config, common::pattern(160, 120, 30.0)).await;
+    let mut slow = TcpStream::connect(server.http_addr()).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
         .await
         .unwrap();
@@ -535,7 +496,7 @@ async fn slow_or_huge_request_headers_are_cut_off() {
     let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "server closed the half-sent request");
 
-    let mut huge = TcpStream::connect(servers.http).await.unwrap();
+    let mut huge = TcpStream::connect(server.http_addr()).await.unwrap();
     let request = format!(
         "GET / HTTP/1.1\r\nHost: t\r\nX-Padding: {}\r\n\r\n",
         "x".repeat(100_000)
@@ -550,49 +511,44 @@ async fn slow_or_huge_request_headers_are_cut_off() {
         String::from_utf8_lossy(&answer)
     );
 
-    let (status, _, _) = get(servers.http, "/healthz").await;
+    let (status, _, _) = get(server.http_addr(), "/healthz").await;
     assert_eq!(status, StatusCode::OK, "still serving");
-    servers.stop().await;
+    server.stop().await.unwrap();
 }
 
 /// A viewer that stopped reading cannot keep the server from finishing its shutdown.
 #[tokio::test]
 async fn shutdown_finishes_despite_a_stalled_reader() {
-    let settings = HttpSettings {
+    let config = Config {
         drain_timeout: Duration::from_millis(200),
-        ..HttpSettings::default()
+        ..common::config_with_http()
     };
-    let servers = Servers::start(
-        common::pattern(1280, 720, 30.0),
-        HubConfig::default(),
-        settings,
-    )
-    .await;
+    let server = TestServer::launch(config, common::pattern(1280, 720, 30.0)).await;
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(servers.http).await.unwrap();
+    let mut stalled = socket.connect(server.http_addr()).await.unwrap();
     stalled
         .write_all(b"GET /stream.mjpg?name=stalled HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    let hub = servers.grpc.hub.clone();
+    let hub = server.hub.clone();
     // A second of frames missed: every buffer between the hub and the reader is full.
     eventually("the stalled reader is a second behind", || {
         let hub = hub.clone();
         async move { hub.report().viewers.iter().any(|v| v.frames_skipped >= 30) }
     })
     .await;
-    servers.stop().await;
+    server.stop().await.unwrap();
     drop(stalled);
 }
 
 #[tokio::test]
 async fn shutdown_ends_mjpeg_streams_cleanly() {
-    let servers = Servers::pattern(160, 120, 30.0).await;
-    let mut stream = Mjpeg::open(servers.http, "/stream.mjpg").await;
+    let server = pattern_with_http(160, 120, 30.0).await;
+    let mut stream = Mjpeg::open(server.http_addr(), "/stream.mjpg").await;
     stream.next().await.unwrap();
-    let stopping = tokio::spawn(servers.stop());
+    let stopping = tokio::spawn(server.stop());
     // Drain what was in flight; the body must then end with its terminator, not an error.
     while stream.next().await.is_some() {}
-    stopping.await.unwrap();
+    stopping.await.unwrap().unwrap();
 }

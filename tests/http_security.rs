@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use camcast::admission::{Admission, ConnLimits};
+use camcast::admission::ConnLimits;
 use camcast::auth::Tokens;
-use camcast::grpc::GrpcSettings;
-use camcast::http::HttpSettings;
-use camcast::hub::HubConfig;
-use camcast::tls::{self, CertKind, ClientTlsOptions, ServerTls, ServerTlsFiles};
+use camcast::config::Config;
+use camcast::protection::Protection;
+use camcast::tls::{self, CertKind, ClientTlsOptions, ServerTlsFiles};
 use common::{decode, TestServer};
 use http_body_util::{BodyExt, Empty};
 use hyper::{header, Request, StatusCode};
@@ -23,19 +22,10 @@ use tokio::net::TcpStream;
 
 const TOKEN: &str = "http-viewer-token-0123456789";
 
-/// gRPC and HTTP on one hub with these settings.
-async fn servers(grpc: GrpcSettings, http: HttpSettings) -> (TestServer, SocketAddr) {
-    let server =
-        TestServer::start_with(common::pattern(320, 240, 30.0), HubConfig::default(), grpc).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hub = server.hub.clone();
-    tokio::spawn(camcast::http::serve(
-        listener,
-        hub.clone(),
-        http,
-        async move { hub.closed().await },
-    ));
+/// gRPC and HTTP on one hub with these settings and protections; the HTTP port's address.
+async fn servers(config: Config, protection: Protection) -> (TestServer, SocketAddr) {
+    let server = TestServer::launch_with(config, protection, common::pattern(320, 240, 30.0)).await;
+    let addr = server.http_addr();
     (server, addr)
 }
 
@@ -78,16 +68,12 @@ async fn get(
 
 #[tokio::test]
 async fn tokens_guard_every_route_but_health() {
-    let tokens = Tokens::parse(TOKEN, "test").unwrap();
-    let grpc = GrpcSettings {
-        tokens: Some(tokens.clone()),
-        ..common::settings()
+    let config = common::config_with_http();
+    let protection = Protection {
+        tokens: Some(Tokens::parse(TOKEN, "test").unwrap()),
+        ..Protection::load(&config).unwrap()
     };
-    let http = HttpSettings {
-        tokens: Some(tokens),
-        ..HttpSettings::default()
-    };
-    let (server, addr) = servers(grpc, http).await;
+    let (server, addr) = servers(config, protection).await;
 
     for path in ["/", "/info.json", "/snapshot.jpg", "/stream.mjpg"] {
         let (status, headers, body) = get(addr, path, None).await;
@@ -132,12 +118,12 @@ async fn https_serves_with_the_camera_certificate() {
         key: dir.path().join("key.pem"),
         client_ca: None,
     };
-    let grpc = GrpcSettings {
-        tls: Some(ServerTls::load(&files, &[b"h2", b"http/1.1"]).unwrap()),
-        ..common::settings()
+    let config = Config {
+        tls: Some(files.clone()),
+        ..common::config_with_http()
     };
-    let http = HttpSettings::new(&camcast::config::Config::default(), &grpc);
-    let (server, addr) = servers(grpc, http).await;
+    let protection = Protection::load(&config).unwrap();
+    let (server, addr) = servers(config, protection).await;
 
     let trusting = ClientTlsOptions {
         ca: Some(files.cert.clone()),
@@ -161,19 +147,15 @@ async fn https_serves_with_the_camera_certificate() {
 
 #[tokio::test]
 async fn one_per_address_cap_spans_grpc_and_http() {
-    let admission = Admission::new(ConnLimits {
-        per_address: 2,
-        ..ConnLimits::default()
-    });
-    let grpc = GrpcSettings {
-        admission: admission.clone(),
-        ..common::settings()
+    let config = Config {
+        conn: ConnLimits {
+            per_address: 2,
+            ..ConnLimits::default()
+        },
+        ..common::config_with_http()
     };
-    let http = HttpSettings {
-        admission,
-        ..HttpSettings::default()
-    };
-    let (server, addr) = servers(grpc, http).await;
+    let protection = Protection::load(&config).unwrap();
+    let (server, addr) = servers(config, protection).await;
 
     // One gRPC viewer and one HTTP viewer fill this host's two slots...
     let mut grpc_viewer =

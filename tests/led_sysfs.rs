@@ -141,9 +141,8 @@ fn sysfs_without_write_permission_is_a_clear_error() {
     use std::os::unix::fs::PermissionsExt;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        // Root writes read-only files anyway; the mapping itself is unit-tested in sysfs.rs.
-        eprintln!("skipped: running as root, file permissions are not enforced");
-        return;
+        // Root writes read-only files anyway: check it for real as an unprivileged user.
+        return rerun_as_nobody("sysfs_without_write_permission_is_a_clear_error");
     }
     let root = fake_leds();
     let trigger = root.path().join("ACT/trigger");
@@ -152,6 +151,46 @@ fn sysfs_without_write_permission_is_a_clear_error() {
     assert!(matches!(err, LedError::PermissionDenied { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("ACT/trigger") && msg.contains("root"), "{msg}");
+}
+
+/// Runs one test of this binary again as user nobody (uid and gid 65534, no groups), through
+/// `setpriv`, for checks that root's privileges would void. Where privileges cannot be dropped
+/// (no setpriv, or the binary out of nobody's reach) the check is skipped, saying so, except
+/// under CI=true, where that fails: CI must not pass on a check it did not make.
+fn rerun_as_nobody(test: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        // Under qemu-user the test binary needs its emulator again.
+        match std::env::var("CAMCAST_EXEC_WRAPPER") {
+            Ok(wrapper) if !wrapper.is_empty() => cmd.arg(wrapper),
+            _ => &mut cmd,
+        };
+        cmd.arg(&exe).args(args).output()
+    };
+    // Can nobody run this binary at all?
+    let probe = as_nobody(&["--list"]);
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        let why = match &probe {
+            Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: cannot run as user nobody under CI=true: {why}"
+        );
+        eprintln!("SKIPPED {test}: root, and cannot run it as user nobody: {why}");
+        return;
+    }
+    let out = as_nobody(&[test, "--exact", "--nocapture"]).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} as user nobody: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

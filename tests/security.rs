@@ -1,5 +1,5 @@
 //! Transport security and limits against the real server on loopback: TLS (server-only and
-//! mutual), viewer tokens, the seed-contract switch, and every limit a peer can push against.
+//! mutual), viewer tokens, the tutorial-API switch, and every limit a peer can push against.
 
 mod common;
 
@@ -7,26 +7,21 @@ use std::error::Error;
 use std::path::Path;
 use std::time::Duration;
 
-use camcast::admission::{Admission, ConnLimits};
+use camcast::admission::ConnLimits;
 use camcast::auth::Tokens;
 use camcast::client::{self, ClientOptions, Conn, FrameStream};
-use camcast::grpc::GrpcSettings;
-use camcast::hub::HubConfig;
+use camcast::config::Config;
 use camcast::pb;
-use camcast::tls::{self, CertKind, ClientTlsOptions, ServerTls, ServerTlsFiles};
+use camcast::protection::Protection;
+use camcast::tls::{self, CertKind, ClientTlsOptions, ServerTlsFiles};
 use common::{decode, eventually, TestServer};
 use tonic::Code;
 
 const TOKEN: &str = "viewer-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn server(settings: GrpcSettings) -> TestServer {
-    TestServer::start_with(
-        common::pattern(320, 240, 30.0),
-        HubConfig::default(),
-        settings,
-    )
-    .await
+async fn server(config: Config) -> TestServer {
+    TestServer::launch(config, common::pattern(320, 240, 30.0)).await
 }
 
 /// The error and all its sources, for matching on the root cause.
@@ -45,8 +40,8 @@ async fn dial(server: &TestServer, opts: &ClientOptions) -> Result<Conn, client:
     client::connect_with(&server.target(), opts, WAIT).await
 }
 
-async fn watch_frames(conn: Conn, legacy: bool, n: usize) -> Result<(), tonic::Status> {
-    let mut stream = FrameStream::open(conn, legacy, "security-test", 0.0).await?;
+async fn watch_frames(conn: Conn, tutorial_api: bool, n: usize) -> Result<(), tonic::Status> {
+    let mut stream = FrameStream::open(conn, tutorial_api, "security-test", 0.0).await?;
     for _ in 0..n {
         let f = stream.next().await?.expect("a frame");
         assert_eq!(decode(&f.jpeg), (320, 240));
@@ -59,15 +54,15 @@ fn cert(dir: &Path, kind: CertKind, names: &[&str]) {
     tls::generate(dir, kind, &names, false).unwrap();
 }
 
-fn tls_settings(server_dir: &Path, client_ca: Option<&Path>) -> GrpcSettings {
+fn tls_settings(server_dir: &Path, client_ca: Option<&Path>) -> Config {
     let files = ServerTlsFiles {
         cert: server_dir.join("cert.pem"),
         key: server_dir.join("key.pem"),
         client_ca: client_ca.map(|d| d.join("cert.pem")),
     };
-    GrpcSettings {
-        tls: Some(ServerTls::load(&files, &[b"h2"]).unwrap()),
-        ..common::settings()
+    Config {
+        tls: Some(files),
+        ..common::config()
     }
 }
 
@@ -88,7 +83,7 @@ async fn tls_serves_verified_viewers_and_refuses_the_rest() {
     // Trusting the camera's own certificate: frames on both contracts.
     let ok = ClientOptions {
         tls: Some(trusting(srv.path())),
-        token: None,
+        ..Default::default()
     };
     watch_frames(dial(&server, &ok).await.unwrap(), false, 3)
         .await
@@ -108,7 +103,7 @@ async fn tls_serves_verified_viewers_and_refuses_the_rest() {
     // A certificate from elsewhere is rejected, and the error says why.
     let wrong = ClientOptions {
         tls: Some(trusting(other.path())),
-        token: None,
+        ..Default::default()
     };
     let e = dial(&server, &wrong)
         .await
@@ -121,7 +116,7 @@ async fn tls_serves_verified_viewers_and_refuses_the_rest() {
             server_name: Some("camera.example".into()),
             ..trusting(srv.path())
         }),
-        token: None,
+        ..Default::default()
     };
     let e = dial(&server, &misnamed)
         .await
@@ -134,7 +129,7 @@ async fn tls_serves_verified_viewers_and_refuses_the_rest() {
             insecure_skip_verify: true,
             ..Default::default()
         }),
-        token: None,
+        ..Default::default()
     };
     watch_frames(dial(&server, &skip).await.unwrap(), false, 2)
         .await
@@ -159,7 +154,7 @@ async fn mutual_tls_requires_a_known_viewer_certificate() {
             identity: Some((dir.join("cert.pem"), dir.join("key.pem"))),
             ..trusting(srv.path())
         }),
-        token: None,
+        ..Default::default()
     };
     watch_frames(
         dial(&server, &with_identity(viewer.path())).await.unwrap(),
@@ -174,7 +169,7 @@ async fn mutual_tls_requires_a_known_viewer_certificate() {
             "no client certificate",
             ClientOptions {
                 tls: Some(trusting(srv.path())),
-                token: None,
+                ..Default::default()
             },
         ),
         ("an unknown certificate", with_identity(stranger.path())),
@@ -190,20 +185,23 @@ async fn mutual_tls_requires_a_known_viewer_certificate() {
 
 #[tokio::test]
 async fn tokens_gate_every_api_but_health() {
-    let settings = GrpcSettings {
+    let config = common::config();
+    let protection = Protection {
         tokens: Some(Tokens::parse(TOKEN, "test").unwrap()),
-        ..common::settings()
+        ..Protection::load(&config).unwrap()
     };
-    let server = server(settings).await;
+    let server = TestServer::launch_with(config, protection, common::pattern(320, 240, 30.0)).await;
     let opts = |token: Option<&str>| ClientOptions {
         tls: None,
         token: token.map(str::to_string),
+        // This camera takes tokens without TLS; the viewer must opt in to sending them.
+        insecure_send_token: true,
     };
 
     for token in [None, Some("viewer-token-0123456789abcdeX")] {
-        for legacy in [false, true] {
+        for tutorial_api in [false, true] {
             let conn = dial(&server, &opts(token)).await.unwrap();
-            let e = watch_frames(conn, legacy, 1).await.unwrap_err();
+            let e = watch_frames(conn, tutorial_api, 1).await.unwrap_err();
             assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
             assert!(!e.message().contains("0123456789"), "{}", e.message());
         }
@@ -237,12 +235,12 @@ async fn tokens_gate_every_api_but_health() {
 }
 
 #[tokio::test]
-async fn seed_contract_can_be_switched_off() {
-    let settings = GrpcSettings {
-        seed_contract: false,
-        ..common::settings()
+async fn tutorial_api_can_be_switched_off() {
+    let config = Config {
+        tutorial_api: false,
+        ..common::config()
     };
-    let server = server(settings).await;
+    let server = server(config).await;
     let e = watch_frames(server.channel().await, true, 1)
         .await
         .unwrap_err();
@@ -253,10 +251,10 @@ async fn seed_contract_can_be_switched_off() {
     server.stop().await.unwrap();
 }
 
-fn limited(limits: ConnLimits) -> GrpcSettings {
-    GrpcSettings {
-        admission: Admission::new(limits),
-        ..common::settings()
+fn limited(limits: ConnLimits) -> Config {
+    Config {
+        conn: limits,
+        ..common::config()
     }
 }
 
@@ -279,11 +277,11 @@ async fn admitted(server: &TestServer) -> bool {
 
 #[tokio::test]
 async fn connections_per_address_are_capped_and_slots_come_back() {
-    let settings = limited(ConnLimits {
+    let config = limited(ConnLimits {
         per_address: 2,
         ..ConnLimits::default()
     });
-    let server = server(settings).await;
+    let server = server(config).await;
     let a = one_frame(server.channel().await).await.unwrap();
     let _b = one_frame(server.channel().await).await.unwrap();
     assert!(!admitted(&server).await, "a third connection is refused");
@@ -295,11 +293,11 @@ async fn connections_per_address_are_capped_and_slots_come_back() {
 #[tokio::test]
 async fn silent_connections_are_closed_after_the_handshake_timeout() {
     use tokio::io::AsyncReadExt;
-    let settings = limited(ConnLimits {
+    let config = limited(ConnLimits {
         handshake_timeout: Duration::from_millis(300),
         ..ConnLimits::default()
     });
-    let server = server(settings).await;
+    let server = server(config).await;
     let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     // The server speaks first (its HTTP/2 settings), then hangs up on the silent client.
     let mut seen = Vec::new();
@@ -321,12 +319,12 @@ async fn silent_connections_are_closed_after_the_handshake_timeout() {
 
 #[tokio::test]
 async fn idle_connections_are_closed_but_watching_ones_are_not() {
-    let settings = limited(ConnLimits {
+    let config = limited(ConnLimits {
         per_address: 1,
         idle_timeout: Duration::from_millis(500),
         ..ConnLimits::default()
     });
-    let server = server(settings).await;
+    let server = server(config).await;
 
     // A watching viewer outlives several idle periods.
     let mut watching = one_frame(server.channel().await).await.unwrap();
@@ -347,26 +345,44 @@ async fn idle_connections_are_closed_but_watching_ones_are_not() {
     server.stop().await.unwrap();
 }
 
+/// A connection's streams are capped at `max_streams_per_connection`, raised to the viewer cap
+/// + 16 when lower (so viewers beyond the cap hear the hub's refusal instead of waiting here):
+/// with a cap of 1 viewer, 17 streams.
 #[tokio::test]
 async fn streams_per_connection_are_capped() {
-    let settings = GrpcSettings {
+    let mut config = Config {
         max_streams_per_connection: 2,
-        ..common::settings()
+        ..common::config()
     };
-    let server = server(settings).await;
+    config.hub.max_viewers = 1;
+    let server = server(config).await;
     let conn = server.channel().await;
     let mut first = one_frame(conn.clone()).await.unwrap();
-    let _second = one_frame(conn.clone()).await.unwrap();
-    let third = tokio::spawn(one_frame(conn.clone()));
-    // The third call waits for a free stream rather than being served beside the two.
+    // 16 more streams that stay open: health watches.
+    let watch = |conn: Conn| async move {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(conn);
+        let req = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        let mut stream = health.watch(req).await?.into_inner();
+        stream.message().await?;
+        Ok::<_, tonic::Status>(stream)
+    };
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        let opened = tokio::time::timeout(WAIT, watch(conn.clone())).await;
+        open.push(opened.expect("a stream within the cap opens").unwrap());
+    }
+    let third = tokio::spawn(watch(conn.clone()));
+    // The 18th call waits for a free stream rather than being served beside the others.
     for _ in 0..15 {
         first.next().await.unwrap().expect("first keeps streaming");
     }
-    assert!(!third.is_finished(), "third stream must wait for a slot");
+    assert!(!third.is_finished(), "the 18th stream must wait for a slot");
     drop(first);
     tokio::time::timeout(Duration::from_secs(10), third)
         .await
-        .expect("third stream starts once a slot frees")
+        .expect("the 18th stream starts once a slot frees")
         .unwrap()
         .unwrap();
     server.stop().await.unwrap();
@@ -374,13 +390,13 @@ async fn streams_per_connection_are_capped() {
 
 #[tokio::test]
 async fn header_and_request_sizes_are_capped() {
-    let settings = GrpcSettings {
+    let config = Config {
         max_header_list_bytes: 2048,
         max_request_bytes: 256,
         max_name_len: 1000,
-        ..common::settings()
+        ..common::config()
     };
-    let server = server(settings).await;
+    let server = server(config).await;
     let info = |pad: usize| {
         let mut req = tonic::Request::new(pb::v1::GetInfoRequest::default());
         req.metadata_mut()
@@ -432,12 +448,12 @@ async fn freezable_proxy(
 
 #[tokio::test]
 async fn a_vanished_viewer_is_dropped_by_keepalive() {
-    let settings = GrpcSettings {
+    let config = Config {
         keepalive_interval: Duration::from_millis(300),
         keepalive_timeout: Duration::from_millis(500),
-        ..common::settings()
+        ..common::config()
     };
-    let server = server(settings).await;
+    let server = server(config).await;
     let (via, freeze) = freezable_proxy(server.addr).await;
     let conn = client::connect(&via, WAIT).await.unwrap();
     let _stream = one_frame(conn).await.unwrap();
@@ -454,16 +470,11 @@ async fn a_vanished_viewer_is_dropped_by_keepalive() {
 /// `drain_timeout` for it and then finishes, rather than hanging until the process watchdog.
 #[tokio::test]
 async fn shutdown_is_not_held_up_by_a_viewer_that_stopped_reading() {
-    let settings = GrpcSettings {
+    let config = Config {
         drain_timeout: Duration::from_millis(500),
-        ..common::settings()
+        ..common::config()
     };
-    let server = TestServer::start_with(
-        common::pattern(1280, 720, 30.0),
-        HubConfig::default(),
-        settings,
-    )
-    .await;
+    let server = TestServer::launch(config, common::pattern(1280, 720, 30.0)).await;
     let stalled = server.small_window_channel().await;
     let mut stream = FrameStream::open(stalled, false, "stalled", 0.0)
         .await
@@ -473,4 +484,34 @@ async fn shutdown_is_not_held_up_by_a_viewer_that_stopped_reading() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.stop().await.expect("shutdown finished");
     drop(stream);
+}
+
+/// The library refuses too, for every client built on it: a token without verified TLS is an
+/// error before any connection is made.
+#[tokio::test]
+async fn connect_with_never_sends_a_token_without_verified_tls() {
+    let rogue = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = rogue.local_addr().unwrap().to_string();
+    let skip_verify = ClientTlsOptions {
+        insecure_skip_verify: true,
+        ..Default::default()
+    };
+    for tls in [None, Some(skip_verify)] {
+        let opts = ClientOptions {
+            tls,
+            token: Some(TOKEN.into()),
+            ..Default::default()
+        };
+        let Err(e) = client::connect_with(&target, &opts, WAIT).await else {
+            panic!("connected with a token and no verified TLS");
+        };
+        assert!(
+            matches!(e, client::ConnectError::TokenNeedsVerifiedTls { .. }),
+            "{e}"
+        );
+        assert!(!e.to_string().contains(TOKEN), "{e}");
+    }
+    let mine = tokio::net::TcpStream::connect(&target).await.unwrap();
+    let (_, peer) = rogue.accept().await.unwrap();
+    assert_eq!(peer, mine.local_addr().unwrap(), "the client connected");
 }

@@ -116,6 +116,7 @@ async fn generated_cert_and_token_protect_a_running_server() {
             ..Default::default()
         }),
         token: Some(token.to_string()),
+        ..Default::default()
     };
     let timeout = Duration::from_secs(10);
     let wrong = client::connect_with(&addr, &opts("not-the-token-but-long-enough"), timeout)
@@ -202,4 +203,51 @@ fn unreadable_token_file_is_a_config_error() {
         err.contains("cannot read token file /nonexistent/tokens"),
         "{err}"
     );
+}
+
+/// A rogue camera (anything listening where the viewer dials, or answering mDNS) never gets
+/// the viewer token: without TLS checked against a certificate, camcast-view refuses before it
+/// connects or browses, and says how to do it safely.
+#[test]
+fn viewer_refuses_to_send_a_token_without_verified_tls() {
+    let rogue = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rogue_addr = rogue.local_addr().unwrap().to_string();
+    let secret = "rogue-test-token-0123456789abcdef";
+    for (case, args) in [
+        ("plain text", vec![rogue_addr.as_str()]),
+        (
+            "unverified TLS",
+            vec![rogue_addr.as_str(), "--insecure-skip-verify"],
+        ),
+        ("no address (mDNS)", vec![]),
+    ] {
+        let out = bin_command(env!("CARGO_BIN_EXE_camcast-view"))
+            .args(&args)
+            .args([
+                "--frames",
+                "1",
+                "--connect-timeout",
+                "2",
+                "--browse-secs",
+                "1",
+            ])
+            .env("CAMCAST_TOKEN", secret)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{case}: {stderr}");
+        assert!(
+            stderr.contains("refusing to send the viewer token")
+                && stderr.contains("--ca")
+                && stderr.contains("--insecure-send-token"),
+            "{case}: {stderr}"
+        );
+        assert!(!stderr.contains(secret), "{case}: token in the message");
+        assert!(!stderr.contains("looking for cameras"), "{case}: browsed");
+    }
+    // The rogue was never dialled: the first connection it accepts is this one.
+    let mine = std::net::TcpStream::connect(&rogue_addr).unwrap();
+    let (_, peer) = rogue.accept().unwrap();
+    assert_eq!(peer, mine.local_addr().unwrap(), "camcast-view connected");
 }

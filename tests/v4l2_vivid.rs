@@ -154,7 +154,7 @@ fn vivid_controls_apply_by_name_and_unknown_names_are_listed() {
     let mut cfg = config(VIVID, 640, 480, FormatChoice::Yuyv);
     cfg.controls = vec![("brightness".into(), 100)];
     capture(cfg.clone(), 1);
-    let report = camcast::devices::list_devices()
+    let report = camcast::source::v4l2::devices::list_devices()
         .into_iter()
         .find(|r| r.path == Path::new(VIVID))
         .expect("vivid is listed");
@@ -179,14 +179,14 @@ fn vivid_is_listed_and_picked_for_auto() {
     if !present(VIVID) {
         return;
     }
-    let reports = camcast::devices::list_devices();
+    let reports = camcast::source::v4l2::devices::list_devices();
     let vivid = reports.iter().find(|r| r.path == Path::new(VIVID)).unwrap();
     assert_eq!(vivid.driver, "vivid");
     assert!(vivid.formats.iter().any(|f| &f.fourcc == b"YUYV"));
-    let listing = camcast::devices::Listing(&reports).to_string();
+    let listing = camcast::source::v4l2::devices::Listing(&reports).to_string();
     eprintln!("{listing}");
     assert!(listing.contains("YUYV"), "{listing}");
-    assert!(camcast::devices::first_capture_device().is_some());
+    assert!(camcast::source::v4l2::devices::first_capture_device().is_some());
 }
 
 #[test]
@@ -277,9 +277,15 @@ fn vivid_unloads_after_stop_so_nothing_is_held() {
     src.stop();
     // rmmod refuses while any file descriptor or mapping of the device is left.
     let status = std::process::Command::new("rmmod").arg("vivid").status();
-    let Ok(status) = status else {
-        eprintln!("SKIPPED: no rmmod here");
-        return;
+    let status = match status {
+        Ok(status) => status,
+        Err(e) if std::env::var_os("CAMCAST_REQUIRE_DEVICES").is_some() => {
+            panic!("cannot run rmmod inside the test VM: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no rmmod here ({e})");
+            return;
+        }
     };
     assert!(status.success(), "vivid still in use after stop()");
     let err = src.start().unwrap_err();

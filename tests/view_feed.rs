@@ -7,19 +7,17 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use camcast::grpc;
-use camcast::hub::{Hub, HubConfig};
-use camcast::status::StatusCell;
+use camcast::config::Config;
 use camcast::view::feed::{self, Command, End, Feed, Link, Options};
 use common::{eventually, TestServer};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tonic::Code;
 
 fn options(target: String, name: &str, record: Option<std::path::PathBuf>) -> Options {
     Options {
         target,
         client: Default::default(),
-        legacy: false,
+        tutorial_api: false,
         name: name.into(),
         max_fps: 0.0,
         connect_timeout: Duration::from_secs(2),
@@ -28,26 +26,12 @@ fn options(target: String, name: &str, record: Option<std::path::PathBuf>) -> Op
 }
 
 /// A second server on the address the first one had (the restarted camera).
-async fn serve_again_on(addr: SocketAddr) -> oneshot::Sender<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let status = StatusCell::new();
-    let hub = Hub::new(
-        common::pattern(160, 120, 30.0),
-        "restarted",
-        HubConfig::default(),
-        status.clone(),
-    );
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(grpc::serve(
-        listener,
-        hub,
-        status,
-        common::settings(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    stop
+async fn serve_again_on(addr: SocketAddr) -> TestServer {
+    let config = Config {
+        listen: addr,
+        ..common::config()
+    };
+    TestServer::launch(config, common::pattern(160, 120, 30.0)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +66,7 @@ async fn feed_reconnects_after_a_server_restart_and_keeps_recording() {
     .await;
     let before = rx.borrow().received;
 
-    let stop_second = serve_again_on(addr).await;
+    let second = serve_again_on(addr).await;
     eventually("frames flow again after the restart", || {
         let f = rx.borrow();
         let ok = f.received >= before + 5 && f.link == Link::Live;
@@ -110,7 +94,7 @@ async fn feed_reconnects_after_a_server_restart_and_keeps_recording() {
         bytes.len(),
         f.received
     );
-    let _ = stop_second.send(());
+    second.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use camcast::source::encode::{Encoder, Layout, YuvFormat};
 use camcast::source::pattern::Canvas;
 use v4l::video::Output;
 use v4l::{Device, Format, FourCC};
@@ -72,15 +73,16 @@ impl Drop for Feeder {
 /// the luma, so the frames compress like a real sensor's rather than like flat colour bars.
 pub fn camera_like_frames(width: usize, height: usize, n: u64) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut canvas = Canvas::new(width, height);
-    let mut jpeg = turbojpeg::Compressor::new()?;
-    jpeg.set_quality(80)?;
-    jpeg.set_subsamp(turbojpeg::Subsamp::Sub2x2)?;
+    let mut jpeg = Encoder::new(
+        Layout::new(YuvFormat::I420, width as u32, height as u32, 0)?,
+        80,
+    )?;
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut out = Vec::new();
     for i in 0..n {
         canvas.draw(i);
-        let planes = canvas.planes();
-        let mut y = planes.y_plane.to_vec();
+        let [y_plane, u_plane, v_plane] = canvas.planes();
+        let mut y = y_plane.to_vec();
         for px in &mut y {
             rng ^= rng << 13;
             rng ^= rng >> 7;
@@ -88,11 +90,7 @@ pub fn camera_like_frames(width: usize, height: usize, n: u64) -> anyhow::Result
             let noise = (rng % 13) as i16 - 6;
             *px = (i16::from(*px) + noise).clamp(16, 235) as u8;
         }
-        let img = turbojpeg::YuvPlanesImage {
-            y_plane: &y[..],
-            ..planes
-        };
-        out.push(jpeg.compress_yuv_planes_to_owned(&img)?.to_vec());
+        out.push(jpeg.encode_planes(&[&y, u_plane, v_plane])?.to_vec());
     }
     Ok(out)
 }

@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use camcast::source::encode::{Encoder, Layout, YuvFormat};
 use camcast::source::pattern::Canvas;
-use camcast::source::v4l2::convert::{RawEncoder, RawFormat, RawLayout};
 
 use crate::{Case, PixFmt, QUALITY};
 
@@ -38,16 +38,16 @@ pub fn print(cases: &[&Case]) {
 fn yuyv_frame(width: usize, height: usize) -> Vec<u8> {
     let mut canvas = Canvas::new(width, height);
     canvas.draw(7);
-    let p = canvas.planes();
+    let [y_plane, u_plane, v_plane] = canvas.planes();
     let mut out = Vec::with_capacity(width * height * 2);
     for y in 0..height {
         for x in (0..width).step_by(2) {
             let c = (y / 2) * (width / 2) + x / 2;
             out.extend_from_slice(&[
-                p.y_plane[y * width + x],
-                p.u_plane[c],
-                p.y_plane[y * width + x + 1],
-                p.v_plane[c],
+                y_plane[y * width + x],
+                u_plane[c],
+                y_plane[y * width + x + 1],
+                v_plane[c],
             ]);
         }
     }
@@ -56,8 +56,8 @@ fn yuyv_frame(width: usize, height: usize) -> Vec<u8> {
 
 fn encode_cost(width: usize, height: usize) -> anyhow::Result<(f64, f64)> {
     let frame = yuyv_frame(width, height);
-    let layout = RawLayout::new(RawFormat::Yuyv, width as u32, height as u32, 0)?;
-    let mut enc = RawEncoder::new(layout, QUALITY)?;
+    let layout = Layout::new(YuvFormat::Yuyv, width as u32, height as u32, 0)?;
+    let mut enc = Encoder::new(layout, QUALITY)?;
     enc.encode(&frame)?; // warm-up
     let n = if width * height > 640 * 480 { 10 } else { 20 };
     let (t0, mut bytes) = (Instant::now(), 0);

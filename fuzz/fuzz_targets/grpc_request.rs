@@ -17,7 +17,7 @@ use prost::Message;
 const NAME_LIMITS: [usize; 2] = [64, 3];
 
 fuzz_target!(|data: &[u8]| {
-    each_request::<pb::seed::ClientName>(data, |m| check_name(&m.client_name));
+    each_request::<pb::tutorial::ClientName>(data, |m| check_name(&m.client_name));
     each_request::<pb::v1::StreamRequest>(data, |m| {
         check_name(&m.viewer_name);
         check_rate(m.max_fps);

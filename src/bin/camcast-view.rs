@@ -1,6 +1,6 @@
 //! camcast-view: the reference viewer. With no mode flag it opens a desktop window (see
 //! `camcast::view`); headless modes print live statistics, save frames, record, take
-//! snapshots and show server info, over either the v1 API or the seed contract.
+//! snapshots and show server info, over either the v1 API or the tutorial API.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use tonic::{Code, Status};
 use camcast::client::{self, FrameStream, Received};
 use camcast::frame::looks_like_jpeg;
 use camcast::pb;
-use camcast::view::{feed, record::Recording, window};
+use camcast::view::{choose, feed, record::Recording, window};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +29,7 @@ use camcast::view::{feed, record::Recording, window};
         camcast-view cam.local --frames 100 --out shots/   save 100 frames as JPEG files\n  \
         camcast-view cam.local --snapshot now.jpg   one picture\n  \
         camcast-view cam.local --info               what the server is doing\n  \
-        camcast-view cam.local --legacy --stats     talk to a server that speaks only the seed contract\n  \
+        camcast-view cam.local --tutorial-api --stats   talk to a server that speaks only the tutorial API\n  \
         camcast-view --list                         cameras found on the LAN (mDNS)\n  \
         camcast-view                                find the camera on the LAN and watch it\n\n\
         Window keys: Esc or q quit, s save the shown frame (JPEG as received), r start/stop\n\
@@ -83,7 +83,7 @@ struct Args {
     snapshot: Option<PathBuf>,
 
     /// Print the server's source, mode, viewers and counters, then exit (v1 only).
-    #[arg(long, conflicts_with_all = ["out", "frames", "stats", "legacy"])]
+    #[arg(long, conflicts_with_all = ["out", "frames", "stats", "tutorial_api"])]
     info: bool,
 
     /// Stop after this many seconds.
@@ -94,10 +94,11 @@ struct Args {
     #[arg(long, default_value_t = 0.0, value_name = "FPS")]
     max_fps: f32,
 
-    /// Use the original `WebcamStreaming` contract instead of camcast.v1 (JPEG bytes only: no
-    /// sequence numbers, so no latency or skip counts).
-    #[arg(long)]
-    legacy: bool,
+    /// Use the tutorial API (the original `WebcamStreaming` service) instead of camcast.v1
+    /// (JPEG bytes only: no sequence numbers, so no latency or skip counts). `--legacy` is the
+    /// old spelling.
+    #[arg(long, alias = "legacy")]
+    tutorial_api: bool,
 
     /// Name shown in the server's logs and viewer list.
     #[arg(long, default_value = "camcast-view")]
@@ -138,7 +139,7 @@ fn watch_in_window(
     let opts = feed::Options {
         client,
         target: args.target().to_string(),
-        legacy: args.legacy,
+        tutorial_api: args.tutorial_api,
         name: args.name.clone(),
         max_fps: args.max_fps,
         connect_timeout: args.connect_timeout(),
@@ -215,9 +216,6 @@ fn classify(status: Status) -> Failure {
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
-    if let Err(code) = discover(&mut args) {
-        return code;
-    }
     let client = match args.security.options() {
         Ok(o) => o,
         Err(e) => {
@@ -225,6 +223,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any browsing: whoever answers mDNS must not get the token either.
+    if !args.list {
+        let shown = args
+            .target
+            .as_deref()
+            .unwrap_or("the camera found on the LAN");
+        if let Err(e) = client::check_token_is_safe(shown, &client) {
+            eprintln!("camcast-view: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(code) = discover(&mut args) {
+        return code;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -303,7 +315,7 @@ async fn print_info(channel: client::Conn) -> Result<(), Failure> {
 }
 
 async fn snapshot(channel: client::Conn, args: &Args, path: &Path) -> Result<(), Failure> {
-    let jpeg = if args.legacy {
+    let jpeg = if args.tutorial_api {
         let mut stream = FrameStream::open(channel, true, &args.name, 0.0)
             .await
             .map_err(classify)?;
@@ -357,7 +369,7 @@ async fn receive(
     let deadline = args
         .duration
         .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
-    let mut stream = FrameStream::open(channel, args.legacy, &args.name, args.max_fps)
+    let mut stream = FrameStream::open(channel, args.tutorial_api, &args.name, args.max_fps)
         .await
         .map_err(classify)?;
     let mut stats = Stats::new();
@@ -512,16 +524,15 @@ fn connect_error(e: &client::ConnectError) -> String {
     text
 }
 
-/// `--list`, or no HOST: find cameras over mDNS (camcast::discovery) and fill in the target.
-/// `Err` carries the exit status when there is nothing more to do.
+/// `--list`, or no HOST: find cameras over mDNS (camcast::view::choose) and fill in the
+/// target. `Err` carries the exit status when there is nothing more to do.
 fn discover(args: &mut Args) -> Result<(), ExitCode> {
-    use camcast::discovery;
     let wait = Duration::from_secs_f64(args.browse_secs.clamp(0.1, 600.0));
     if args.list {
-        return Err(ExitCode::from(discovery::list(wait)));
+        return Err(ExitCode::from(choose::list(wait)));
     }
     if args.target.is_none() {
-        match discovery::find_target(wait) {
+        match choose::find_target(wait) {
             Ok(target) => args.target = Some(target),
             Err(e) => {
                 eprintln!("camcast-view: {e}");
@@ -530,4 +541,24 @@ fn discover(args: &mut Args) -> Result<(), ExitCode> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--tutorial-api` is the flag; `--legacy`, its old spelling, still works in scripts.
+    #[test]
+    fn tutorial_api_flag_and_its_old_spelling() {
+        for flag in ["--tutorial-api", "--legacy"] {
+            let args = Args::try_parse_from(["camcast-view", "cam.local", flag]).unwrap();
+            assert!(args.tutorial_api, "{flag}");
+        }
+        assert!(
+            !Args::try_parse_from(["camcast-view", "cam.local"])
+                .unwrap()
+                .tutorial_api
+        );
+        assert!(Args::try_parse_from(["camcast-view", "cam.local", "--info", "--legacy"]).is_err());
+    }
 }

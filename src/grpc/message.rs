@@ -6,7 +6,7 @@
 //! to save a syscall, and TLS encrypts into records: those are the only copies.)
 //!
 //! Protobuf lets fields appear in any order, so `camcast.v1.Frame` puts `jpeg` (field 1)
-//! last; decoders see the same message prost would have produced. The seed contract's
+//! last; decoders see the same message prost would have produced. The tutorial API's
 //! `CaptureImage` has only that field, so its bytes are exactly prost's.
 
 use bytes::buf::Chain;
@@ -30,8 +30,8 @@ pub fn chunk(data: Bytes) -> Chunk {
 /// The protobuf field number of `jpeg` / `imageBytes` in both contracts.
 const JPEG_FIELD: u32 = 1;
 
-/// A seed-contract `CaptureImage` message.
-pub fn seed(jpeg: Bytes) -> Result<Chunk, Status> {
+/// A tutorial API `CaptureImage` message.
+pub fn tutorial(jpeg: Bytes) -> Result<Chunk, Status> {
     framed(BytesMut::new(), jpeg)
 }
 
@@ -108,11 +108,12 @@ mod tests {
     }
 
     #[test]
-    fn seed_messages_are_byte_for_byte_what_prost_and_tonic_send() {
+    fn tutorial_messages_are_byte_for_byte_what_prost_and_tonic_send() {
         for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 200_000] {
             let jpeg = Bytes::from(vec![0xab; len]);
-            let ours = flat(&seed(jpeg.clone()).unwrap());
-            let prost = crate::grpc::request::frame(&pb::seed::CaptureImage { image_bytes: jpeg });
+            let ours = flat(&tutorial(jpeg.clone()).unwrap());
+            let prost =
+                crate::grpc::request::frame(&pb::tutorial::CaptureImage { image_bytes: jpeg });
             assert_eq!(ours, prost.to_vec(), "{len} bytes");
         }
     }
@@ -152,7 +153,7 @@ mod tests {
         for message in [
             v1(&f, 0).unwrap(),
             v1(&f, 3).unwrap(),
-            seed(f.jpeg.clone()).unwrap(),
+            tutorial(f.jpeg.clone()).unwrap(),
         ] {
             let (prefix, jpeg) = message.into_inner();
             assert!(
@@ -172,7 +173,7 @@ mod tests {
     #[test]
     fn oversized_frames_get_tonics_status() {
         let big = Bytes::from(vec![0u8; MAX_FRAME_BYTES]);
-        let e = seed(big).unwrap_err();
+        let e = tutorial(big).unwrap_err();
         assert_eq!(e.code(), tonic::Code::OutOfRange);
         assert!(e.message().contains("too large"), "{}", e.message());
     }

@@ -1,4 +1,4 @@
-//! gRPC transport: the seed contract and camcast.v1 as two views of the same hub, plus the
+//! gRPC transport: the tutorial API and camcast.v1 as two views of the same hub, plus the
 //! standard health and reflection services.
 //!
 //! Connections are served on h2 directly ([`server`]): the two live-frame streams by
@@ -27,28 +27,23 @@ use tonic::Status;
 use tonic_health::ServingStatus;
 use tower::Layer;
 
-use crate::admission::Admission;
-use crate::auth::Tokens;
 use crate::config::{Config, MAX_FRAME_BYTES};
 use crate::hub::{Hub, HubError};
 use crate::pb;
+use crate::protection::Protection;
 use crate::status::{State, StatusCell};
-use crate::tls::ServerTls;
 
 pub use v1::CameraService;
 
 /// Fully qualified gRPC service names, as health checks and reflection know them.
-pub const SEED_SERVICE: &str = "WebcamStreaming";
+pub const TUTORIAL_SERVICE: &str = "WebcamStreaming";
 pub const V1_SERVICE: &str = "camcast.v1.Camera";
-
-/// Shutdown waits this long for connections, well inside the process's 10 s grace.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// HTTP/2 streams a connection may open beyond the viewer cap: unary calls, health, reflection.
 const STREAMS_BEYOND_VIEWERS: u32 = 16;
 
-/// Transport settings and limits. Every limit a peer could push against is here, with its
-/// config key named in `deploy/camcast.toml`.
+/// Transport settings and limits. Every limit a peer could push against is here or in the
+/// shared [`Protection`], with its config key named in `deploy/camcast.toml`.
 #[derive(Debug, Clone)]
 pub struct GrpcSettings {
     pub max_name_len: usize,
@@ -61,26 +56,22 @@ pub struct GrpcSettings {
     pub max_streams_per_connection: u32,
     pub max_request_bytes: usize,
     pub max_header_list_bytes: u32,
-    pub seed_contract: bool,
-    pub tls: Option<ServerTls>,
-    pub tokens: Option<Tokens>,
+    /// Serve the tutorial's `WebcamStreaming` service.
+    pub tutorial_api: bool,
     /// At shutdown, how long connections get to take their streams' final status.
     pub drain_timeout: Duration,
-    /// Per-address connections, handshake and idle timeouts; shared with the server's other
-    /// listeners so a peer has one cap across ports.
-    pub admission: Admission,
 }
 
 impl Default for GrpcSettings {
-    /// The settings of a default config, without TLS or tokens.
+    /// The settings of a default config.
     fn default() -> Self {
-        GrpcSettings::new(&Config::default(), None, None)
+        GrpcSettings::new(&Config::default())
     }
 }
 
 impl GrpcSettings {
-    /// The settings from a validated config plus the loaded TLS identity and tokens.
-    pub fn new(c: &Config, tls: Option<ServerTls>, tokens: Option<Tokens>) -> Self {
+    /// The settings from a validated config.
+    pub fn new(c: &Config) -> Self {
         // grpcio opens every channel to one target on one connection: 50 viewers in one
         // program are 50 streams. Any of them beyond the viewer cap must hear so from the
         // hub (RESOURCE_EXHAUSTED, naming the limit), not wait behind the stream limit.
@@ -93,30 +84,28 @@ impl GrpcSettings {
             keepalive_interval: c.keepalive_interval,
             keepalive_timeout: c.keepalive_timeout,
             snapshot_timeout: c.snapshot_timeout,
-            drain_timeout: DRAIN_TIMEOUT,
-            admission: Admission::new(c.conn.clone()),
+            drain_timeout: c.drain_timeout,
             max_streams_per_connection: streams,
             max_request_bytes: c.max_request_bytes,
             max_header_list_bytes: c.max_header_list_bytes,
-            seed_contract: c.seed_contract,
-            tls,
-            tokens,
+            tutorial_api: c.tutorial_api,
         }
     }
 }
 
 type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Serves every gRPC service on `listener` until `shutdown` resolves; then ends all viewer
-/// streams with an OK status, waits for connections to finish (at most `drain_timeout`) and
-/// stops the capture thread.
+/// Serves every gRPC service on `listener`, under `protection`, until `shutdown` resolves; then
+/// stops accepting and waits for connections to finish (viewer streams end with an OK status
+/// when the hub shuts down, which is the caller's job: see [`crate::server`]).
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
     status: StatusCell,
     settings: GrpcSettings,
+    protection: Protection,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) {
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(track_health(health, status, hub.clone()));
 
@@ -130,7 +119,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("descriptor set compiled by build.rs is valid");
-    // The live-frame methods never reach tonic (see `streaming`); the seed service has no
+    // The live-frame methods never reach tonic (see `streaming`); the tutorial service has no
     // other method, so tonic does not serve it at all.
     let v1 =
         pb::v1::camera_server::CameraServer::new(CameraService::new(hub.clone(), settings.clone()))
@@ -141,9 +130,9 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(v1)
         .prepare();
-    let tonic = gate::GateLayer::new(settings.tokens.clone()).layer(routes);
+    let tonic = gate::GateLayer::new(protection.tokens.clone()).layer(routes);
 
-    let tls = settings.tls.as_ref().map(|t| {
+    let tls = protection.tls.as_ref().map(|t| {
         // HTTP/2 only on this port, as tonic's server offered.
         let mut config = (*t.rustls).clone();
         config.alpn_protocols = vec![b"h2".to_vec()];
@@ -152,8 +141,9 @@ pub async fn serve(
     let drain = settings.drain_timeout;
     let shared = Arc::new(server::Shared {
         streams: Arc::new(streaming::Streams {
-            hub: hub.clone(),
+            hub,
             settings,
+            protection,
         }),
         tonic,
         tls,
@@ -163,9 +153,7 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let accepting = tokio::spawn(server::accept(listener, shared.clone(), stop.clone()));
     shutdown.await;
-    tracing::info!("shutting down: ending viewer streams");
     stop.cancel();
-    hub.shutdown().await;
     shared.draining.cancel();
     let connections = accepting.await.expect("the accept loop does not panic");
     // A connection whose viewer stopped reading cannot take its final status (HTTP/2 flow
@@ -178,7 +166,6 @@ pub async fn serve(
         tracing::warn!("gRPC connections still open {drain:?} after shutdown (viewers not reading); closing them");
         shared.abandon.cancel();
     }
-    Ok(())
 }
 
 /// Mirrors the appliance state into gRPC health: the camera services are NOT_SERVING while the
@@ -191,7 +178,7 @@ async fn track_health(health: tonic_health::server::HealthReporter, status: Stat
             State::WaitingForCamera | State::Fault => ServingStatus::NotServing,
             _ => ServingStatus::Serving,
         };
-        for name in [SEED_SERVICE, V1_SERVICE] {
+        for name in [TUTORIAL_SERVICE, V1_SERVICE] {
             health.set_service_status(name, serving).await;
         }
         tokio::select! {
@@ -199,7 +186,7 @@ async fn track_health(health: tonic_health::server::HealthReporter, status: Stat
             _ = hub.closed() => break,
         }
     }
-    for name in ["", SEED_SERVICE, V1_SERVICE] {
+    for name in ["", TUTORIAL_SERVICE, V1_SERVICE] {
         health
             .set_service_status(name, ServingStatus::NotServing)
             .await;

@@ -136,11 +136,11 @@ mod tests {
             (&[0, 0, 1, 0, 0], Code::OutOfRange),
         ];
         for (body, code) in cases {
-            let err = decode::<pb::seed::ClientName>(body).unwrap_err();
+            let err = decode::<pb::tutorial::ClientName>(body).unwrap_err();
             assert_eq!(err.code(), code, "{body:?}: {err}");
         }
         let garbage = [0, 0, 0, 0, 3, 0xff, 0xff, 0xff];
-        assert!(decode::<pb::seed::ClientName>(&garbage).is_err());
+        assert!(decode::<pb::tutorial::ClientName>(&garbage).is_err());
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub async fn accept<S: TonicService + Sync>(
     stop: CancellationToken,
 ) -> TaskTracker {
     let tracker = TaskTracker::new();
-    let admission = shared.streams.settings.admission.clone();
+    let admission = shared.streams.protection.admission.clone();
     loop {
         let conn = tokio::select! {
             () = stop.cancelled() => break,
@@ -70,7 +70,12 @@ async fn connection<S: TonicService + Sync>(conn: Admitted, shared: Arc<Shared<S
         return serve_h2(conn, shared).await;
     };
     let peer = conn.info().remote;
-    let handshake = shared.streams.settings.admission.limits().handshake_timeout;
+    let handshake = shared
+        .streams
+        .protection
+        .admission
+        .limits()
+        .handshake_timeout;
     tokio::select! {
         accepted = tokio::time::timeout(handshake, acceptor.accept(conn)) => match accepted {
             Ok(Ok(tls)) => serve_h2(tls, shared).await,
@@ -165,8 +170,8 @@ fn dispatch<S: TonicService + Sync>(
     conn: &Arc<streaming::Conn>,
 ) {
     let claim = book.claim(respond.stream_id().as_u32());
-    let seed = shared.streams.settings.seed_contract;
-    match Contract::for_path(req.uri().path(), seed) {
+    let tutorial = shared.streams.settings.tutorial_api;
+    match Contract::for_path(req.uri().path(), tutorial) {
         Some(contract) => {
             let (streams, conn) = (shared.streams.clone(), conn.clone());
             tokio::spawn(streaming::serve(

@@ -1,5 +1,5 @@
 //! The two live-frame methods, served on h2 directly so the sender sees the viewer's credits:
-//! the seed contract's `StartWebcamStreaming` and `camcast.v1.Camera/StreamFrames`.
+//! the tutorial API's `StartWebcamStreaming` and `camcast.v1.Camera/StreamFrames`.
 //!
 //! Each stream takes the newest frame from the hub only when its [`Pacer`] says the viewer is
 //! ready for one, so a slow viewer skips frames at the hub (counted in `skipped`) instead of
@@ -23,21 +23,22 @@ use super::{bridge, gate, GrpcSettings};
 use crate::admission::ConnInfo;
 use crate::hub::{Api, Hub, RateCap, Subscription, ViewerInfo};
 use crate::pb;
+use crate::protection::Protection;
 
-pub const SEED_PATH: &str = "/WebcamStreaming/StartWebcamStreaming";
+pub const TUTORIAL_PATH: &str = "/WebcamStreaming/StartWebcamStreaming";
 pub const V1_PATH: &str = "/camcast.v1.Camera/StreamFrames";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Contract {
-    Seed,
+    Tutorial,
     V1,
 }
 
 impl Contract {
     /// The contract a request path is served by here, if any.
-    pub fn for_path(path: &str, seed_contract: bool) -> Option<Contract> {
+    pub fn for_path(path: &str, tutorial_api: bool) -> Option<Contract> {
         match path {
-            SEED_PATH if seed_contract => Some(Contract::Seed),
+            TUTORIAL_PATH if tutorial_api => Some(Contract::Tutorial),
             V1_PATH => Some(Contract::V1),
             _ => None,
         }
@@ -48,6 +49,8 @@ impl Contract {
 pub struct Streams {
     pub hub: Hub,
     pub settings: GrpcSettings,
+    /// Admission, TLS and tokens, shared with the server's other ports.
+    pub protection: Protection,
 }
 
 /// One connection's facts for its streams.
@@ -68,7 +71,7 @@ pub async fn serve(
 ) {
     let (parts, recv) = req.into_parts();
     let remote = Some(conn.info.remote);
-    let tokens = streams.settings.tokens.as_ref();
+    let tokens = streams.protection.tokens.as_ref();
     if let Err(status) = gate::check_token(tokens, parts.uri.path(), &parts.headers, remote) {
         return refuse(respond, status);
     }
@@ -121,12 +124,12 @@ async fn admit(
     let s = &streams.settings;
     let body = bridge::request_body(recv);
     let viewer = match contract {
-        Contract::Seed => {
-            let req: pb::seed::ClientName = decode_unary(body, s.max_request_bytes).await?;
+        Contract::Tutorial => {
+            let req: pb::tutorial::ClientName = decode_unary(body, s.max_request_bytes).await?;
             ViewerInfo {
                 name: checked_name(&req.client_name, s.max_name_len)?,
                 addr: Some(info.remote),
-                api: Api::Seed,
+                api: Api::Tutorial,
                 max_fps: RateCap::NONE,
             }
         }
@@ -172,7 +175,7 @@ async fn send_frames(
             return Some(Status::ok("")); // the hub is shutting down
         };
         let built = match contract {
-            Contract::Seed => message::seed(d.frame.jpeg),
+            Contract::Tutorial => message::tutorial(d.frame.jpeg),
             Contract::V1 => message::v1(&d.frame, d.skipped),
         };
         let msg = match built {

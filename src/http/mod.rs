@@ -12,7 +12,6 @@ mod mjpeg;
 mod routes;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +25,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{Admission, Admitted, Tracked};
+use crate::admission::{Admitted, Tracked};
 use crate::auth::Tokens;
+use crate::config::Config;
 use crate::hub::Hub;
+use crate::protection::Protection;
+use crate::tls::ServerTls;
 
 pub use mjpeg::BOUNDARY;
 
@@ -46,7 +48,8 @@ const MAX_BUF_BYTES: usize = 64 * 1024;
 /// times (1080p at 30 fps needs about 1.6 MB/s); a slower path skips frames instead.
 const SEND_BUFFER_BYTES: usize = 128 * 1024;
 
-/// HTTP settings.
+/// HTTP settings. What guards the port (admission, TLS, tokens) is the server's shared
+/// [`Protection`].
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     /// Longest viewer name (`?name=`) accepted, in bytes.
@@ -61,33 +64,18 @@ pub struct HttpSettings {
     /// At shutdown, how long connections get to finish their last response. A viewer that
     /// stopped reading would otherwise hold the process until the shutdown watchdog.
     pub drain_timeout: Duration,
-    /// Per-address cap and handshake/idle timeouts, shared with the gRPC listener.
-    pub admission: Admission,
-    /// Viewer tokens: every route but `/healthz` needs one (header or `?token=`).
-    pub tokens: Option<Tokens>,
-    /// HTTPS with the camera's certificate.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for HttpSettings {
+    /// The settings of a default config.
     fn default() -> Self {
-        HttpSettings {
-            max_name_len: 64,
-            snapshot_timeout: Duration::from_secs(5),
-            header_timeout: Duration::from_secs(10),
-            vanish_timeout: Duration::from_secs(20),
-            drain_timeout: Duration::from_secs(5),
-            admission: Admission::default(),
-            tokens: None,
-            tls: None,
-        }
+        HttpSettings::new(&Config::default())
     }
 }
 
 impl HttpSettings {
-    /// The HTTP side of a server whose gRPC side has `grpc`: same admission (one per-address
-    /// cap across both ports), tokens and certificate.
-    pub fn new(c: &crate::config::Config, grpc: &crate::grpc::GrpcSettings) -> Self {
+    /// The settings from a validated config.
+    pub fn new(c: &Config) -> Self {
         HttpSettings {
             max_name_len: c.max_name_len,
             snapshot_timeout: c.snapshot_timeout,
@@ -95,17 +83,17 @@ impl HttpSettings {
             vanish_timeout: c.keepalive_timeout,
             header_timeout: c.conn.handshake_timeout,
             // Both ports drain for the same time at shutdown.
-            drain_timeout: grpc.drain_timeout,
-            admission: grpc.admission.clone(),
-            tokens: grpc.tokens.clone(),
-            tls: grpc.tls.as_ref().map(|t| {
-                // HTTP/1.1 only here: a browser offered h2 would speak a protocol we do not serve.
-                let mut config = (*t.rustls).clone();
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Arc::new(config)
-            }),
+            drain_timeout: c.drain_timeout,
         }
     }
+}
+
+/// The camera's TLS identity for HTTPS: HTTP/1.1 only, since a browser offered h2 would speak a
+/// protocol this port does not serve.
+fn http1_tls(tls: &ServerTls) -> Arc<rustls::ServerConfig> {
+    let mut config = (*tls.rustls).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// What every handler sees.
@@ -116,9 +104,9 @@ struct AppState {
 }
 
 /// Every HTTP route, in one place: layers that apply to all of them (authentication, limits,
-/// tracing) go here.
-pub fn router(hub: Hub, settings: HttpSettings) -> Router {
-    let tokens = settings.tokens.clone().map(Arc::new);
+/// tracing) go here. With `tokens`, every route but `/healthz` needs one (header or `?token=`).
+pub fn router(hub: Hub, settings: HttpSettings, tokens: Option<Tokens>) -> Router {
+    let tokens = tokens.map(Arc::new);
     let state = AppState {
         hub,
         settings: Arc::new(settings),
@@ -140,27 +128,21 @@ pub fn router(hub: Hub, settings: HttpSettings) -> Router {
         .with_state(state)
 }
 
-/// Binds the HTTP port, with the address in the error.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    use anyhow::Context;
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {addr}"))
-}
-
-/// Serves [`router`] on `listener` until `shutdown` resolves. Then, like the gRPC server, it ends
-/// the hub (so MJPEG streams finish cleanly), lets responses in progress complete and returns
-/// once every connection has closed, or after `drain_timeout`.
+/// Serves [`router`] on `listener`, under `protection`, until `shutdown` resolves. Then, like the
+/// gRPC server, it stops accepting, lets responses in progress complete (MJPEG streams end
+/// cleanly when the hub shuts down, which is the caller's job: see [`crate::server`]) and
+/// returns once every connection has closed, or after `drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
     settings: HttpSettings,
+    protection: Protection,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving HTTP: the page at /, /stream.mjpg, /snapshot.jpg, /info.json, /healthz");
     }
-    let app = router(hub.clone(), settings.clone());
+    let app = router(hub, settings.clone(), protection.tokens.clone());
     let mut conn_builder = http1::Builder::new();
     conn_builder
         .timer(TokioTimer::new())
@@ -169,12 +151,15 @@ pub async fn serve(
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_BUF_BYTES);
     let graceful = GracefulShutdown::new();
-    let tls = settings.tls.clone().map(TlsAcceptor::from);
+    let tls = protection
+        .tls
+        .as_ref()
+        .map(|t| TlsAcceptor::from(http1_tls(t)));
     tokio::pin!(shutdown);
     loop {
         let conn = tokio::select! {
             _ = &mut shutdown => break,
-            conn = settings.admission.accept(&listener) => conn,
+            conn = protection.admission.accept(&listener) => conn,
         };
         tune_socket(conn.tcp(), settings.vanish_timeout);
         let watcher = graceful.watcher();
@@ -182,7 +167,7 @@ pub async fn serve(
         match tls.clone() {
             None => serve_connection(conn, builder, app, watcher),
             Some(acceptor) => {
-                let handshake = settings.admission.limits().handshake_timeout;
+                let handshake = protection.admission.limits().handshake_timeout;
                 tokio::spawn(async move {
                     let peer = conn.info().remote;
                     match tokio::time::timeout(handshake, acceptor.accept(conn)).await {
@@ -195,8 +180,7 @@ pub async fn serve(
         }
     }
     drop(listener);
-    tracing::info!("HTTP: no longer accepting; ending streams");
-    hub.shutdown().await;
+    tracing::info!("HTTP: no longer accepting");
     if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
         .await
         .is_err()

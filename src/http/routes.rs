@@ -205,9 +205,7 @@ pub(super) async fn not_found() -> HttpError {
 /// The machine's host name: what the camera is called on the LAN (`<name>.local`). Read on
 /// each request, since the appliance may be renamed at boot.
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
+    crate::host::name()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "camcast".into())
 }

@@ -2,11 +2,20 @@
 //!
 //! A source is driven from the hub's dedicated capture thread, so its methods may block.
 //! The hub knows nothing of V4L2 or libcamera; it only sees this trait.
+//!
+//! - [`v4l2`], `libcamera` (with the `libcamera` feature), [`pattern`]: the real sources;
+//!   [`fake`] and [`chaos`] stand in for them in tests.
+//! - [`encode`]: the one YUV→JPEG encoder, and [`clock`]: the one rule for capture time stamps,
+//!   both shared by every source that needs them.
+//! - [`listing`]: what `camcast devices` prints.
 
 pub mod chaos;
+pub mod clock;
+pub mod encode;
 pub mod fake;
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
+pub mod listing;
 pub mod pacer;
 pub mod pattern;
 pub mod v4l2;
@@ -108,11 +117,23 @@ impl std::str::FromStr for SourceSpec {
     }
 }
 
+/// The picture asked of every source: size, rate and the quality of JPEGs camcast encodes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CaptureSettings {
+    /// Even, validated by config.
+    pub width: u32,
+    /// Even, validated by config.
+    pub height: u32,
+    pub fps: f64,
+    /// libjpeg-turbo quality, 1..=100.
+    pub quality: u8,
+}
+
 /// Everything the sources need to know about the requested picture.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CameraRequest {
-    /// Size, rate and JPEG quality; also the test pattern's settings.
-    pub pattern: pattern::PatternConfig,
+    /// Size, rate and JPEG quality, for whichever source is chosen.
+    pub capture: CaptureSettings,
     /// `--device`, if given.
     pub device: Option<PathBuf>,
     pub format: v4l2::FormatChoice,
@@ -123,7 +144,7 @@ pub struct CameraRequest {
 
 impl CameraRequest {
     fn v4l2(&self, device: PathBuf) -> Box<dyn FrameSource> {
-        let p = &self.pattern;
+        let p = &self.capture;
         Box::new(v4l2::V4l2Source::new(v4l2::V4l2Config {
             device,
             width: p.width,
@@ -146,7 +167,7 @@ pub struct Selected {
 /// still selected: the hub waits for it, as a service should when the camera is unplugged.
 /// Fails only for a source this build cannot provide.
 pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Result<Selected, String> {
-    let pattern = || Box::new(pattern::TestPattern::new(req.pattern)) as Box<dyn FrameSource>;
+    let pattern = || Box::new(pattern::TestPattern::new(req.capture)) as Box<dyn FrameSource>;
     Ok(match spec {
         SourceSpec::Libcamera(n) => return libcamera_source(*n, req),
         SourceSpec::Chaos(inner) => {
@@ -170,7 +191,7 @@ pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Result<Selected, String
                 source: req.v4l2(device),
             }
         }
-        SourceSpec::Auto => match (&req.device, crate::devices::first_capture_device()) {
+        SourceSpec::Auto => match (&req.device, v4l2::devices::first_capture_device()) {
             (Some(device), _) => Selected {
                 reason: format!("auto: --device {}", device.display()),
                 source: req.v4l2(device.clone()),
@@ -189,7 +210,7 @@ pub fn select(spec: &SourceSpec, req: &CameraRequest) -> Result<Selected, String
 
 #[cfg(feature = "libcamera")]
 fn libcamera_source(camera: usize, req: &CameraRequest) -> Result<Selected, String> {
-    let p = &req.pattern;
+    let p = &req.capture;
     let cfg = libcamera::LibcameraConfig {
         width: p.width,
         height: p.height,
@@ -246,7 +267,7 @@ mod tests {
     #[test]
     fn a_named_device_is_selected_even_when_absent() {
         let req = CameraRequest {
-            pattern: pattern::PatternConfig {
+            capture: CaptureSettings {
                 width: 320,
                 height: 240,
                 fps: 15.0,

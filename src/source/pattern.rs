@@ -1,25 +1,13 @@
 //! The built-in test pattern: scrolling colour bars, a bouncing box and the frame number in
-//! large seven-segment digits, rendered as I420 and encoded with libjpeg-turbo straight from the
-//! YUV planes. It is the default source on a machine without a camera and exercises the same
-//! encode path a raw (YUYV/NV12) camera uses.
+//! large seven-segment digits, rendered as I420 and encoded straight from the YUV planes by the
+//! one encoder ([`super::encode`]). It is the default source on a machine without a camera and
+//! exercises the same encode path a raw (YUYV/NV12) camera uses.
 
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
-
-use super::{pacer::Pacer, FrameSource, Mode, SourceError};
+use super::encode::{Encoder, Layout, YuvFormat};
+use super::{pacer::Pacer, CaptureSettings, FrameSource, Mode, SourceError};
 use crate::frame::{CapturedFrame, FrameOrigin};
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PatternConfig {
-    /// Even, validated by config.
-    pub width: u32,
-    /// Even, validated by config.
-    pub height: u32,
-    pub fps: f64,
-    /// libjpeg-turbo quality, 1..=100.
-    pub quality: u8,
-}
 
 /// Colour bars in (Y, U, V), BT.601 limited range: white, yellow, cyan, green, magenta, red,
 /// blue, black.
@@ -38,20 +26,18 @@ pub const BARS: [(u8, u8, u8); 8] = [
 const SCROLL_PX_PER_FRAME: usize = 4;
 
 pub struct TestPattern {
-    cfg: PatternConfig,
+    cfg: CaptureSettings,
     canvas: Canvas,
     running: Option<Running>,
 }
 
 struct Running {
     pacer: Pacer,
-    compressor: turbojpeg::Compressor,
-    /// Reused encoder output; each frame copies out only its actual length.
-    scratch: Vec<u8>,
+    encoder: Encoder,
 }
 
 impl TestPattern {
-    pub fn new(cfg: PatternConfig) -> Self {
+    pub fn new(cfg: CaptureSettings) -> Self {
         TestPattern {
             canvas: Canvas::new(cfg.width as usize, cfg.height as usize),
             cfg,
@@ -66,17 +52,12 @@ impl FrameSource for TestPattern {
     }
 
     fn start(&mut self) -> Result<Mode, SourceError> {
-        let mut compressor = turbojpeg::Compressor::new().map_err(encoder_failed)?;
-        compressor
-            .set_quality(i32::from(self.cfg.quality))
-            .map_err(encoder_failed)?;
-        let scratch_len = compressor
-            .buf_len(self.cfg.width as usize, self.cfg.height as usize)
-            .map_err(encoder_failed)?;
+        let encoder = Layout::new(YuvFormat::I420, self.cfg.width, self.cfg.height, 0)
+            .and_then(|layout| Encoder::new(layout, self.cfg.quality))
+            .map_err(|e| SourceError::Failed(format!("test pattern: {e}")))?;
         self.running = Some(Running {
             pacer: Pacer::new(self.cfg.fps, Instant::now()),
-            compressor,
-            scratch: vec![0; scratch_len],
+            encoder,
         });
         Ok(Mode {
             width: self.cfg.width,
@@ -95,12 +76,12 @@ impl FrameSource for TestPattern {
         std::thread::sleep(tick.due.saturating_duration_since(Instant::now()));
         let captured_at = SystemTime::now();
         self.canvas.draw(tick.index);
-        let len = run
-            .compressor
-            .compress_yuv_planes_to_slice(&self.canvas.planes(), &mut run.scratch)
+        let jpeg = run
+            .encoder
+            .encode_planes(&self.canvas.planes())
             .map_err(|e| SourceError::BadFrame(format!("JPEG encode failed: {e}")))?;
         Ok(CapturedFrame {
-            jpeg: Bytes::copy_from_slice(&run.scratch[..len]),
+            jpeg,
             captured_at,
             width: self.cfg.width,
             height: self.cfg.height,
@@ -111,10 +92,6 @@ impl FrameSource for TestPattern {
     fn stop(&mut self) {
         self.running = None;
     }
-}
-
-fn encoder_failed(e: turbojpeg::Error) -> SourceError {
-    SourceError::Failed(format!("libjpeg-turbo: {e}"))
 }
 
 /// I420 planes the pattern is drawn into.
@@ -169,19 +146,9 @@ impl Canvas {
         self.draw_number(index);
     }
 
-    /// Borrowed view for the encoder.
-    pub fn planes(&self) -> turbojpeg::YuvPlanesImage<&[u8]> {
-        turbojpeg::YuvPlanesImage {
-            y_plane: &self.y,
-            u_plane: &self.u,
-            v_plane: &self.v,
-            width: self.width,
-            height: self.height,
-            y_stride: self.width,
-            u_stride: self.width / 2,
-            v_stride: self.width / 2,
-            subsamp: turbojpeg::Subsamp::Sub2x2,
-        }
+    /// The Y, U and V planes, tightly packed (I420), for the encoder.
+    pub fn planes(&self) -> [&[u8]; 3] {
+        [&self.y, &self.u, &self.v]
     }
 
     /// Frame number, white on a black plate in the top-left corner, as 7-segment digits.
@@ -266,7 +233,7 @@ mod tests {
 
     #[test]
     fn frames_decode_at_the_configured_size() {
-        let mut src = TestPattern::new(PatternConfig {
+        let mut src = TestPattern::new(CaptureSettings {
             width: 320,
             height: 240,
             fps: 1000.0,

@@ -20,7 +20,8 @@ pub struct Options {
     pub target: String,
     /// TLS and token.
     pub client: client::ClientOptions,
-    pub legacy: bool,
+    /// Watch over the tutorial API instead of camcast.v1.
+    pub tutorial_api: bool,
     pub name: String,
     pub max_fps: f32,
     pub connect_timeout: Duration,
@@ -208,7 +209,7 @@ impl Ctx {
             Ok(c) => c,
             Err(e) => return Some(Failure::Connect(error_chain(&e))),
         };
-        if !o.legacy {
+        if !o.tutorial_api {
             let info = self.serve(commands, describe(channel.clone(), o.connect_timeout));
             if let Some(source) = info.await? {
                 self.camera = format!("{} · {source}", o.target);
@@ -216,7 +217,7 @@ impl Ctx {
                 self.feed.send_modify(|f| f.camera = camera);
             }
         }
-        let open = FrameStream::open(channel, o.legacy, &o.name, o.max_fps);
+        let open = FrameStream::open(channel, o.tutorial_api, &o.name, o.max_fps);
         let mut stream = match self.serve(commands, open).await? {
             Ok(s) => s,
             Err(s) => return Some(Failure::Status(s)),

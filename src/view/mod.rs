@@ -1,4 +1,5 @@
-//! camcast-view's window mode and recording.
+//! camcast-view: its window mode, recording, and the choice among cameras found on the LAN.
+//! Built only with the `viewer` feature: the server binary carries none of it.
 //!
 //! Threads: the window runs on the main thread (X11 wants one thread for its calls); the
 //! network side ([`feed`]) runs on a tokio runtime's worker threads. They meet in a "latest
@@ -11,7 +12,10 @@
 //! - [`window`]: the minifb window: drawing, title, keys.
 //! - [`picture`]: JPEG → window pixels, window sizing.
 //! - [`record`]: Matroska (V_MJPEG) writer.
+//! - [`choose`]: no address given: which of the cameras found on the LAN to watch, `--list`'s
+//!   table, and the exit status when there is none.
 
+pub mod choose;
 pub mod feed;
 pub mod picture;
 pub mod reconnect;

@@ -9,6 +9,21 @@ const NATIVE_0RGB: turbojpeg::PixelFormat = turbojpeg::PixelFormat::BGRX;
 #[cfg(target_endian = "big")]
 const NATIVE_0RGB: turbojpeg::PixelFormat = turbojpeg::PixelFormat::XRGB;
 
+/// The most pixels a frame may have: the largest size a camcast camera can be set to send
+/// (8192x8192, see `config`'s frame size), 256 MiB decoded. A JPEG header from a rogue camera
+/// can claim up to 65500x65500 (libjpeg's own limit; 16 GiB decoded); it is refused before anything is allocated.
+pub const MAX_PIXELS: usize = 8192 * 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(
+        "picture claims {width}x{height}, more than the {MAX_PIXELS} pixels camcast-view decodes"
+    )]
+    TooLarge { width: usize, height: usize },
+    #[error(transparent)]
+    Jpeg(#[from] turbojpeg::Error),
+}
+
 /// Decodes JPEGs straight into a reused `0x00RRGGBB` buffer (no per-pixel conversion pass).
 pub struct Decoder {
     inner: turbojpeg::Decompressor,
@@ -30,10 +45,15 @@ impl Decoder {
         })
     }
 
-    pub fn decode(&mut self, jpeg: &[u8]) -> Result<Picture<'_>, turbojpeg::Error> {
+    /// The header is read and its size checked before anything is allocated for the pixels.
+    pub fn decode(&mut self, jpeg: &[u8]) -> Result<Picture<'_>, DecodeError> {
         let header = self.inner.read_header(jpeg)?;
         let (width, height) = (header.width, header.height);
-        self.pixels.resize(width * height, 0);
+        let pixels = width
+            .checked_mul(height)
+            .filter(|&n| n <= MAX_PIXELS)
+            .ok_or(DecodeError::TooLarge { width, height })?;
+        self.pixels.resize(pixels, 0);
         let image = turbojpeg::Image {
             pixels: bytemuck::cast_slice_mut::<Pixel, u8>(&mut self.pixels),
             width,
@@ -116,6 +136,44 @@ mod tests {
         assert_eq!(d.decode(&red_blue(32, 16)).unwrap().pixels.len(), 32 * 16);
         assert_eq!(d.decode(&red_blue(16, 48)).unwrap().height, 48);
         assert!(d.decode(b"\xff\xd8 nonsense").is_err());
+    }
+
+    /// `jpeg` with the frame size in its SOF0 segment replaced, as a lying camera would send.
+    fn claiming(jpeg: &[u8], width: u16, height: u16) -> Vec<u8> {
+        let mut out = jpeg.to_vec();
+        let sof = out
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("a baseline JPEG has SOF0");
+        // FF C0, length (2), precision (1), height (2), width (2).
+        out[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+        out[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_picture_is_refused_before_allocating() {
+        let mut d = Decoder::new().unwrap();
+        let small = red_blue(32, 16);
+        let huge = claiming(&small, 65500, 65500);
+        assert_eq!(turbojpeg::read_header(&huge).unwrap().width, 65500);
+        let err = d.decode(&huge).err().expect("refused");
+        assert!(
+            matches!(
+                err,
+                DecodeError::TooLarge {
+                    width: 65500,
+                    height: 65500
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("65500x65500"), "{err}");
+        assert_eq!(d.pixels.capacity(), 0, "nothing allocated for it");
+        // Just over the limit is refused too; the decoder keeps working afterwards.
+        assert!(d.decode(&claiming(&small, 8192, 8194)).is_err());
+        assert_eq!(d.pixels.capacity(), 0);
+        assert_eq!(d.decode(&small).unwrap().pixels.len(), 32 * 16);
     }
 
     #[test]

@@ -334,7 +334,7 @@ impl Recording {
         &self.path
     }
 
-    /// Appends a received frame, at its capture time (its arrival time on the seed contract,
+    /// Appends a received frame, at its capture time (its arrival time on the tutorial API,
     /// which carries none).
     pub fn add(&mut self, frame: &Received) -> io::Result<()> {
         let at = frame.captured_at.unwrap_or_else(SystemTime::now);

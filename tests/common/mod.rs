@@ -8,23 +8,31 @@ use std::time::Duration;
 
 use camcast::client;
 use camcast::client::Conn as Channel;
-use camcast::grpc::{self, GrpcSettings};
+use camcast::config::Config;
 use camcast::hub::{Hub, HubConfig};
-use camcast::source::pattern::{PatternConfig, TestPattern};
-use camcast::source::FrameSource;
+use camcast::led::LedSpec;
+use camcast::protection::Protection;
+use camcast::server::{Listeners, Server, ServerError};
+use camcast::source::pattern::TestPattern;
+use camcast::source::{CaptureSettings, FrameSource, Selected};
 use camcast::status::StatusCell;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+/// A real server (`camcast::server`) on ephemeral loopback ports.
 pub struct TestServer {
+    /// The gRPC port.
     pub addr: SocketAddr,
+    /// The HTTP port, when the config asked for one.
+    pub http: Option<SocketAddr>,
     pub hub: Hub,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    pub status: StatusCell,
+    shutdown_begun: CancellationToken,
+    task: JoinHandle<Result<(), ServerError>>,
 }
 
 pub fn pattern(width: u32, height: u32, fps: f64) -> Box<dyn FrameSource> {
-    Box::new(TestPattern::new(PatternConfig {
+    Box::new(TestPattern::new(CaptureSettings {
         width,
         height,
         fps,
@@ -32,39 +40,58 @@ pub fn pattern(width: u32, height: u32, fps: f64) -> Box<dyn FrameSource> {
     }))
 }
 
-pub fn settings() -> GrpcSettings {
-    GrpcSettings::default()
+/// The defaults, on loopback port 0, with no LED and no mDNS advertisement.
+pub fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        led: LedSpec::None,
+        mdns: false,
+        ..Config::default()
+    }
+}
+
+/// [`config`] with HTTP on loopback port 0 as well.
+pub fn config_with_http() -> Config {
+    Config {
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        ..config()
+    }
 }
 
 impl TestServer {
-    pub async fn start(source: Box<dyn FrameSource>, hub_cfg: HubConfig) -> TestServer {
-        Self::start_with(source, hub_cfg, settings()).await
+    /// A server with the default settings and this hub configuration.
+    pub async fn start(source: Box<dyn FrameSource>, hub: HubConfig) -> TestServer {
+        Self::launch(Config { hub, ..config() }, source).await
     }
 
-    /// A server with non-default transport settings (limits, TLS, tokens).
-    pub async fn start_with(
+    /// A server with these settings; TLS files and token file are loaded as `camcast` does.
+    pub async fn launch(config: Config, source: Box<dyn FrameSource>) -> TestServer {
+        let protection = Protection::load(&config).expect("TLS and token files load");
+        Self::launch_with(config, protection, source).await
+    }
+
+    /// A server with these settings and protections (e.g. tokens made in the test).
+    pub async fn launch_with(
+        config: Config,
+        protection: Protection,
         source: Box<dyn FrameSource>,
-        hub_cfg: HubConfig,
-        settings: GrpcSettings,
     ) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let status = StatusCell::new();
-        let hub = Hub::new(source, "integration test", hub_cfg, status.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(grpc::serve(
-            listener,
-            hub.clone(),
-            status,
-            settings,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let addrs = listeners.local_addrs().unwrap();
+        let selected = Selected {
+            source,
+            reason: "integration test".into(),
+        };
+        let server = Server::new(config, protection, selected);
+        let (hub, status) = (server.hub().clone(), server.status().clone());
+        let shutdown_begun = CancellationToken::new();
+        let task = tokio::spawn(server.run(listeners, shutdown_begun.clone()));
         TestServer {
-            addr,
+            addr: addrs.grpc,
+            http: addrs.http,
             hub,
-            stop: Some(stop),
+            status,
+            shutdown_begun,
             task,
         }
     }
@@ -98,12 +125,22 @@ impl TestServer {
         client::untokened(channel)
     }
 
-    /// Triggers graceful shutdown and waits for the server to finish.
-    pub async fn stop(mut self) -> Result<(), tonic::transport::Error> {
-        let _ = self.stop.take().unwrap().send(());
+    /// The HTTP port; panics if the server has none.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.expect("a server started with HTTP")
+    }
+
+    /// Begins shutdown and waits for every part of the server to finish.
+    pub async fn stop(self) -> Result<(), ServerError> {
+        self.shutdown_begun.cancel();
+        self.finished().await
+    }
+
+    /// Waits for the server to end by itself (a part stopped) or after [`Self::stop`].
+    pub async fn finished(self) -> Result<(), ServerError> {
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
-            .expect("graceful shutdown finished in time")
+            .expect("the server finished in time")
             .expect("server task did not panic")
     }
 }
@@ -201,4 +238,45 @@ pub fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(&jpeg[pos..]);
     out
+}
+
+/// A spawned process that cannot outlive its test: dropping the guard (a passing test's end,
+/// or the unwinding of a failed assertion) kills and reaps it. Without it a failing test left
+/// a `camcast` running, advertising over mDNS and holding the test's stdout open.
+pub struct ChildGuard(Option<std::process::Child>);
+
+impl ChildGuard {
+    pub fn new(child: std::process::Child) -> ChildGuard {
+        ChildGuard(Some(child))
+    }
+
+    /// SIGTERM, then waits for the exit status (the normal way to stop a server).
+    pub fn terminate(mut self) -> std::io::Result<std::process::ExitStatus> {
+        let mut child = self.0.take().expect("child present until dropped");
+        // SAFETY: kill(2) on our own child's pid, which is not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait()
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("child present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().expect("child present until dropped")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -69,9 +69,9 @@ d 755 ./etc/udev
 d 755 ./etc/udev/rules.d
 f 644 ./etc/udev/rules.d/99-camcast.rules
 d 755 ./usr
+d 755 ./usr/bin
+f 755 ./usr/bin/camcast
 d 755 ./usr/local
-d 755 ./usr/local/bin
-f 755 ./usr/local/bin/camcast
 d 755 ./usr/local/share
 d 755 ./usr/local/share/camcast
 f 644 ./usr/local/share/camcast/camcast.toml.default
@@ -87,7 +87,7 @@ else
   bad "file tree differs from the expected one:"
   diff <(echo "$expected_tree") <(echo "$actual_tree") || true
 fi
-check "binary installed byte for byte" cmp -s "$fakebin" "$root/usr/local/bin/camcast"
+check "binary installed byte for byte" cmp -s "$fakebin" "$root/usr/bin/camcast"
 check "unit installed byte for byte" cmp -s deploy/camcast.service "$root/etc/systemd/system/camcast.service"
 check "sysusers installed byte for byte" cmp -s deploy/camcast.sysusers "$root/etc/sysusers.d/camcast.conf"
 check "udev rules installed byte for byte" cmp -s deploy/99-camcast.rules "$root/etc/udev/rules.d/99-camcast.rules"
@@ -115,7 +115,7 @@ check "third run reports nothing to do" grep -q '^install: result: nothing to do
 # ---- 4. a changed default: the edited config survives, the new default lands in .new -----------
 newdeploy=$work/newdeploy
 mkdir -p "$newdeploy/deploy"
-cp deploy/* "$newdeploy/deploy/"
+cp -r deploy/. "$newdeploy/deploy/"
 sed -i 's/^linger_secs = 2$/linger_secs = 3/' "$newdeploy/deploy/camcast.toml"
 "$newdeploy/deploy/install.sh" --binary "$fakebin" --root "$root" >"$work/run4.log" 2>&1 || bad "install with a new default exits 0"
 cat "$work/run4.log"
@@ -168,6 +168,23 @@ check "--dry-run over SSH lists the copy, the install and the restart" \
 # And without --dry-run it does use ssh (the fake fails at once).
 if PATH=$fakepath:$PATH install_sh pi@camcast.invalid >/dev/null 2>&1; then bad "a failing ssh fails the install"; else ok "a failing ssh fails the install"; fi
 check "... after trying ssh pi@camcast.invalid" grep -q '^ssh .*pi@camcast.invalid mktemp' "$work/called"
+# --deb: the package over SSH (the real install runs in image/boot-test.sh); here its dry run.
+fakedeb=$work/camcast_9.9.9-1_arm64.deb
+printf 'not really a package\n' >"$fakedeb"
+rm -f "$work/called"
+PATH=$fakepath:$PATH deploy/install.sh --dry-run --deb "$fakedeb" pi@camcast.invalid >"$work/dry4.log" 2>&1 || bad "--deb --dry-run over SSH exits 0"
+cat "$work/dry4.log"
+check "--deb --dry-run over SSH ran neither ssh nor scp" test ! -e "$work/called"
+check "--deb --dry-run lists the copy and apt-get install --force-confold of the package" \
+  bash -c "grep -q 'would copy to pi@camcast.invalid:<tmpdir>/: camcast_9.9.9-1_arm64.deb' '$work/dry4.log' && grep -q 'apt-get install -y -o Dpkg::Options::=--force-confold <tmpdir>/camcast_9.9.9-1_arm64.deb' '$work/dry4.log'"
+check "--deb with --root, with --binary, or with a missing file is refused" bash -c \
+  "! deploy/install.sh --deb '$fakedeb' --root '$root' >/dev/null 2>&1 && ! deploy/install.sh --deb '$fakedeb' --binary '$fakebin' pi@h >/dev/null 2>&1 && ! deploy/install.sh --deb '$work/none.deb' pi@h >/dev/null 2>&1"
+# An install by an older install.sh put the binary in /usr/local/bin: the next install removes it.
+mkdir -p "$root2/usr/local/bin"
+cp "$fakebin" "$root2/usr/local/bin/camcast"
+install_sh --root "$root2" >"$work/run8.log" 2>&1 || bad "install over a legacy /usr/local/bin/camcast exits 0"
+check "an earlier install's /usr/local/bin/camcast is removed" \
+  bash -c "test ! -e '$root2/usr/local/bin/camcast' && grep -q 'removed /usr/local/bin/camcast' '$work/run8.log' && grep -q 'result: changed' '$work/run8.log'"
 check "usage errors exit non-zero" bash -c "! deploy/install.sh --root '$root' pi@host --binary '$fakebin' >/dev/null 2>&1 && ! deploy/install.sh >/dev/null 2>&1"
 
 # ---- 6. the unit: systemd-analyze verify (in a root with systemd's units) and security ---------

@@ -2,7 +2,8 @@
 //!
 //! - MJPEG frames are passed through: copied once out of the driver's buffer (only `bytesused`)
 //!   and made safe by [`crate::jpeg::repair`]; a frame that fails is dropped as a bad frame.
-//! - YUYV and NV12 frames are JPEG-encoded once, from YUV planes ([`convert`]).
+//! - YUYV and NV12 frames are JPEG-encoded once, from YUV planes, by the one encoder
+//!   ([`crate::source::encode`]).
 //! - All I/O blocks on the hub's capture thread; dequeueing waits at most [`FRAME_TIMEOUT`] so
 //!   the thread notices when it should stop, and a camera that stops delivering counts as gone.
 //!
@@ -10,9 +11,8 @@
 //! failed unmap in `Drop`). A driver quirk must not kill the capture thread, so calls into it
 //! are shielded and such a panic becomes [`SourceError::Failed`].
 
-pub mod clock;
 pub mod controls;
-pub mod convert;
+pub mod devices;
 pub mod hw;
 pub mod negotiate;
 
@@ -28,9 +28,10 @@ use v4l::Device;
 
 pub use negotiate::{FormatChoice, PixelFormat};
 
+use super::clock::{self, KernelClock};
+use super::encode::{Encoder, Layout, YuvFormat};
 use super::{FrameSource, Mode, SourceError};
 use crate::frame::{CapturedFrame, FrameOrigin};
-use convert::{RawEncoder, RawFormat, RawLayout};
 use negotiate::{Choice, Request};
 
 /// Driver buffers in the mmap ring: one being filled, one being read, slack for jitter.
@@ -102,7 +103,8 @@ struct Running {
 /// Turns one driver buffer into a JPEG.
 enum FrameMaker {
     Passthrough,
-    Encode(RawEncoder),
+    /// Boxed: the encoder's buffers and geometry dwarf the passthrough case.
+    Encode(Box<Encoder>),
 }
 
 impl V4l2Source {
@@ -165,12 +167,12 @@ impl V4l2Source {
 fn frame_maker(path: &Path, applied: &hw::Applied, quality: u8) -> Result<FrameMaker, SourceError> {
     let raw = match applied.format {
         PixelFormat::Mjpeg => return Ok(FrameMaker::Passthrough),
-        PixelFormat::Yuyv => RawFormat::Yuyv,
-        PixelFormat::Nv12 => RawFormat::Nv12,
+        PixelFormat::Yuyv => YuvFormat::Yuyv,
+        PixelFormat::Nv12 => YuvFormat::Nv12,
     };
-    RawLayout::new(raw, applied.width, applied.height, applied.stride)
-        .and_then(|layout| RawEncoder::new(layout, quality))
-        .map(FrameMaker::Encode)
+    Layout::new(raw, applied.width, applied.height, applied.stride)
+        .and_then(|layout| Encoder::new(layout, quality))
+        .map(|encoder| FrameMaker::Encode(Box::new(encoder)))
         .map_err(|e| SourceError::Failed(format!("{}: {e}", path.display())))
 }
 
@@ -205,8 +207,7 @@ impl Running {
         } = self;
         let (buf, meta) =
             CaptureStream::next(stream).map_err(|e| hw::stream_error(path, "VIDIOC_DQBUF", &e))?;
-        let stamp = clock::stamp_duration(meta.timestamp.sec, meta.timestamp.usec);
-        let captured_at = clock::capture_time(stamp, meta.flags.bits());
+        let captured_at = capture_time(meta);
         if meta.flags.contains(BufFlags::ERROR) {
             return Err(SourceError::BadFrame(
                 "the driver marked the buffer as corrupt".into(),
@@ -229,6 +230,26 @@ impl Running {
     }
 }
 
+/// V4L2_BUF_FLAG_TIMESTAMP_MASK and _MONOTONIC: which clock the driver stamped the buffer on.
+const TIMESTAMP_MASK: u32 = 0x0000_e000;
+const TIMESTAMP_MONOTONIC: u32 = 0x0000_2000;
+
+/// Wall-clock capture time of a dequeued buffer: its stamp when the driver says it is on
+/// CLOCK_MONOTONIC (the only clock V4L2 stamps capture buffers with today), else now.
+fn capture_time(meta: &v4l::buffer::Metadata) -> std::time::SystemTime {
+    let stamp = clock::from_timeval(meta.timestamp.sec, meta.timestamp.usec);
+    stamp_time(stamp, meta.flags.bits())
+}
+
+fn stamp_time(stamp: Duration, flags: u32) -> std::time::SystemTime {
+    let clocks: &[KernelClock] = if flags & TIMESTAMP_MASK == TIMESTAMP_MONOTONIC {
+        &[KernelClock::Monotonic]
+    } else {
+        &[]
+    };
+    clock::wall_time(Some(stamp), clocks)
+}
+
 impl FrameMaker {
     fn make(&mut self, used: &[u8]) -> Result<(Bytes, u32, u32, FrameOrigin), SourceError> {
         match self {
@@ -243,7 +264,12 @@ impl FrameMaker {
                     .encode(used)
                     .map_err(|e| SourceError::BadFrame(e.to_string()))?;
                 let l = encoder.layout();
-                Ok((jpeg, l.width as u32, l.height as u32, FrameOrigin::Encoded))
+                Ok((
+                    jpeg,
+                    l.width() as u32,
+                    l.height() as u32,
+                    FrameOrigin::Encoded,
+                ))
             }
         }
     }
@@ -412,6 +438,23 @@ mod tests {
         assert_eq!((out, w, h, origin), (jpeg, 64, 32, FrameOrigin::Camera));
         let bad = FrameMaker::Passthrough.make(&padded[..100]).unwrap_err();
         assert!(matches!(bad, SourceError::BadFrame(_)), "{bad:?}");
+    }
+
+    #[test]
+    fn driver_stamps_are_used_only_when_monotonic() {
+        let age = Duration::from_secs(2);
+        let before = std::time::SystemTime::now();
+        let stamp = KernelClock::Monotonic.now().unwrap() - age;
+        let t = stamp_time(stamp, TIMESTAMP_MONOTONIC | BufFlags::MAPPED.bits());
+        let after = std::time::SystemTime::now();
+        // Bracketed by wall-clock readings around the call, no fixed tolerance.
+        let spread = after.duration_since(before).unwrap();
+        assert!(t <= after - age && t >= before - age - spread);
+        // Unknown clock (flags 0, or "copied from the output side"): the stamp is ignored.
+        assert!(stamp_time(stamp, 0) >= before);
+        assert!(stamp_time(stamp, 0x4000) >= before);
+        // No stamp at all.
+        assert!(stamp_time(Duration::ZERO, TIMESTAMP_MONOTONIC) >= before);
     }
 
     #[test]

@@ -34,7 +34,7 @@ CAMCAST_POST_RSYNC_HOOKS += CAMCAST_VENDOR_CRATES
 CAMCAST_BIN_DIR = $(@D)/target/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)
 
 define CAMCAST_INSTALL_TARGET_CMDS
-	$(INSTALL) -D -m 0755 $(CAMCAST_BIN_DIR)/camcast $(TARGET_DIR)/usr/local/bin/camcast
+	$(INSTALL) -D -m 0755 $(CAMCAST_BIN_DIR)/camcast $(TARGET_DIR)/usr/bin/camcast
 	$(INSTALL) -D -m 0644 $(@D)/deploy/camcast.toml $(TARGET_DIR)/etc/camcast/camcast.toml
 	$(INSTALL) -D -m 0644 $(@D)/deploy/99-camcast.rules \
 		$(TARGET_DIR)/etc/udev/rules.d/99-camcast.rules

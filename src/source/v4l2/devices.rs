@@ -1,5 +1,6 @@
-//! `camcast devices`: every V4L2 video node, what it is, and for capture devices their formats,
-//! frame sizes, rates and controls. Also picks the camera for `--source auto`.
+//! V4L2 enumeration: every video node, what it is, and for capture devices their formats, frame
+//! sizes, rates and controls (the V4L2 part of `camcast devices`, see
+//! [`crate::source::listing`]). Also picks the camera for `--source auto`.
 //!
 //! Nothing here fails as a whole: a machine without cameras gets an empty list, and a node that
 //! cannot be read is reported with the reason.
@@ -11,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use v4l::Device;
 
-use crate::source::v4l2::controls::{self, ControlInfo, ControlKind};
-use crate::source::v4l2::hw::{self, NodeKind};
-use crate::source::v4l2::negotiate::{fourcc_text, fps_text, AdvertisedFormat, PixelFormat, Rates};
+use super::controls::{self, ControlInfo, ControlKind};
+use super::hw::{self, NodeKind};
+use super::negotiate::{fourcc_text, fps_text, AdvertisedFormat, PixelFormat, Rates};
 
 /// Where device nodes and their stable names live.
 const DEV_DIR: &str = "/dev";
