@@ -27,6 +27,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
+use crate::metrics::{Refusal, Refusals};
+
 /// The admission limits of one listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnLimits {
@@ -79,9 +81,15 @@ impl Drop for Slot {
 pub struct ConnInfo {
     pub remote: SocketAddr,
     activity: Arc<Activity>,
+    refusals: Arc<Refusals>,
 }
 
 impl ConnInfo {
+    /// Counts a request refused on this connection (for `/metrics`).
+    pub fn count_refusal(&self, why: Refusal) {
+        self.refusals.count(why);
+    }
+
     /// Marks a request open until the returned guard is dropped.
     pub fn begin_request(&self) -> RequestGuard {
         self.activity.open.fetch_add(1, Ordering::SeqCst);
@@ -151,6 +159,8 @@ pub struct Admitted {
     timer: Pin<Box<Sleep>>,
     /// Set once our side is shut: the deadline for the peer to close its side.
     linger: Option<Pin<Box<Sleep>>>,
+    /// A handshake timeout is counted once, however often the closed connection is polled.
+    timeout_counted: bool,
     _slot: Slot,
 }
 
@@ -179,6 +189,10 @@ impl Admitted {
             match self.info.activity.deadline(&self.limits) {
                 Deadline::At(at) => self.timer.as_mut().reset(at),
                 Deadline::Expired(why, after) => {
+                    let handshake = !self.info.activity.any_request.load(Ordering::SeqCst);
+                    if handshake && !std::mem::replace(&mut self.timeout_counted, true) {
+                        self.info.count_refusal(Refusal::HandshakeTimeout);
+                    }
                     tracing::info!(addr = %self.info.remote, "closing connection: {why} for {after:?}");
                     return true;
                 }
@@ -267,6 +281,7 @@ pub fn peer_addr<T>(req: &tonic::Request<T>) -> Option<SocketAddr> {
 pub struct Admission {
     limits: ConnLimits,
     book: Arc<Mutex<AddressBook>>,
+    refusals: Arc<Refusals>,
 }
 
 impl Admission {
@@ -274,11 +289,17 @@ impl Admission {
         Admission {
             limits,
             book: Arc::default(),
+            refusals: Arc::default(),
         }
     }
 
     pub fn limits(&self) -> &ConnLimits {
         &self.limits
+    }
+
+    /// What this admission (and the token checks on its connections) refused so far.
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.refusals
     }
 
     /// Waits for the next connection this admission lets in. Accept errors (e.g. out of
@@ -293,7 +314,7 @@ impl Admission {
                     continue;
                 }
             };
-            if let Some(conn) = admit(io, remote, &self.limits, &self.book) {
+            if let Some(conn) = admit(io, remote, &self.limits, &self.book, &self.refusals) {
                 return conn;
             }
         }
@@ -305,12 +326,14 @@ fn admit(
     remote: SocketAddr,
     limits: &ConnLimits,
     book: &Arc<Mutex<AddressBook>>,
+    refusals: &Arc<Refusals>,
 ) -> Option<Admitted> {
     let ip = canonical_ip(remote.ip());
     {
         let mut b = book.lock().unwrap();
         let open = b.open.get(&ip).copied().unwrap_or(0);
         if open >= limits.per_address {
+            refusals.count(Refusal::PerAddressCap);
             let refused = b.refused.entry(ip).or_insert(0);
             *refused += 1;
             // Logged at 1, 10, 100, ... refusals: visible, but a flood cannot flood the log.
@@ -341,9 +364,11 @@ fn admit(
                 rearm: Default::default(),
                 reader: Default::default(),
             }),
+            refusals: refusals.clone(),
         },
         timer: Box::pin(tokio::time::sleep_until(now + limits.handshake_timeout)),
         linger: None,
+        timeout_counted: false,
         limits: limits.clone(),
         _slot: slot,
     })
@@ -436,6 +461,7 @@ mod tests {
         let info = ConnInfo {
             remote: "127.0.0.1:1".parse().unwrap(),
             activity: a.clone(),
+            refusals: Arc::default(),
         };
         let start = Instant::now();
         assert!(

@@ -67,7 +67,8 @@ pub struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// List V4L2 cameras with their formats, frame sizes, frame rates and controls, then exit.
+    /// List cameras (V4L2, and libcamera in builds with that feature) with their formats,
+    /// frame sizes, frame rates and controls, then exit.
     Devices,
     /// Write a self-signed TLS certificate and key (cert.pem, key.pem) for this camera, or with
     /// --client one for a viewer (mutual TLS), and print its SHA-256 fingerprint.
@@ -655,7 +656,7 @@ mod tests {
             "camcast",
             "--config",
             path.to_str().unwrap(),
-            "--http",
+            "--http-listen",
             "127.0.0.1:8081",
         ]);
         let c = Config::load(&cli).unwrap();
@@ -675,7 +676,7 @@ mod tests {
             "camcast",
             "--config",
             path.to_str().unwrap(),
-            "--control",
+            "--controls",
             "brightness=99",
         ]);
         let c = Config::load(&cli).unwrap();

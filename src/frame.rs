@@ -21,6 +21,8 @@ pub struct CapturedFrame {
     pub width: u32,
     pub height: u32,
     pub origin: FrameOrigin,
+    /// How long camcast took to JPEG-encode it (`None` for a camera's own JPEG).
+    pub encode_time: Option<std::time::Duration>,
 }
 
 /// A published frame. Cloning is cheap: `jpeg` is a reference-counted buffer, so fan-out to any

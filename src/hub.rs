@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::frame::{looks_like_jpeg, Frame};
+use crate::metrics::{CameraStats, DropReason, ViewerRefusal};
 use crate::source::{FrameSource, Mode, SourceError};
 use crate::status::{State, Status, StatusCell};
 
@@ -71,9 +72,11 @@ pub enum Api {
 }
 
 impl Api {
+    pub const ALL: [Api; 4] = [Api::Tutorial, Api::V1, Api::Snapshot, Api::Http];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            // "seed" on the wire (GetInfo, /info.json): scripts and older viewers read it.
+            // "seed" on the wire (GetInfo's viewer api): scripts and older viewers read it.
             Api::Tutorial => "seed",
             Api::V1 => "v1",
             Api::Snapshot => "snapshot",
@@ -199,14 +202,13 @@ pub struct HubReport {
     pub counters: CounterReport,
 }
 
+/// Drops and refusals are counted by reason in [`CameraStats`], which sums them for the report.
 #[derive(Default)]
 struct Counters {
     frames_captured: AtomicU64,
-    frames_dropped: AtomicU64,
     capture_starts: AtomicU64,
     capture_errors: AtomicU64,
     viewers_total: AtomicU64,
-    viewers_rejected: AtomicU64,
 }
 
 struct ViewerEntry {
@@ -267,6 +269,8 @@ struct Shared {
     viewers: Mutex<BTreeMap<u64, Arc<ViewerEntry>>>,
     next_viewer_id: AtomicU64,
     counters: Counters,
+    /// What `/metrics` shows of this camera beyond `counters`.
+    stats: CameraStats,
     mode: Mutex<Option<Mode>>,
     capturing: AtomicBool,
     status: StatusCell,
@@ -299,6 +303,7 @@ impl Hub {
             viewers: Mutex::new(BTreeMap::new()),
             next_viewer_id: AtomicU64::new(1),
             counters: Counters::default(),
+            stats: CameraStats::default(),
             mode: Mutex::new(None),
             capturing: AtomicBool::new(false),
             status,
@@ -393,7 +398,6 @@ impl Hub {
                 }
             })
             .collect();
-        let c = &s.counters;
         HubReport {
             source: s.source_name.clone(),
             source_reason: s.source_reason.clone(),
@@ -402,15 +406,27 @@ impl Hub {
             capturing: self.capturing(),
             viewers,
             uptime: s.started_at.elapsed(),
-            counters: CounterReport {
-                frames_captured: c.frames_captured.load(Ordering::Relaxed),
-                frames_dropped: c.frames_dropped.load(Ordering::Relaxed),
-                capture_starts: c.capture_starts.load(Ordering::Relaxed),
-                capture_errors: c.capture_errors.load(Ordering::Relaxed),
-                viewers_total: c.viewers_total.load(Ordering::Relaxed),
-                viewers_rejected: c.viewers_rejected.load(Ordering::Relaxed),
-            },
+            counters: self.counters(),
         }
+    }
+
+    /// The counters alone: atomics only, no lock (what a metrics scrape reads).
+    pub fn counters(&self) -> CounterReport {
+        let s = &self.shared;
+        let c = &s.counters;
+        CounterReport {
+            frames_captured: c.frames_captured.load(Ordering::Relaxed),
+            frames_dropped: s.stats.dropped_total(),
+            capture_starts: c.capture_starts.load(Ordering::Relaxed),
+            capture_errors: c.capture_errors.load(Ordering::Relaxed),
+            viewers_total: c.viewers_total.load(Ordering::Relaxed),
+            viewers_rejected: s.stats.refused_total(),
+        }
+    }
+
+    /// This camera's counts for `/metrics`; transports add the bytes they send.
+    pub fn stats(&self) -> &CameraStats {
+        &self.shared.stats
     }
 
     /// True once shutdown has begun.
@@ -458,7 +474,7 @@ impl Registration {
         }
         let mut viewers = s.viewers.lock().unwrap();
         if viewers.len() >= s.cfg.max_viewers {
-            s.counters.viewers_rejected.fetch_add(1, Ordering::Relaxed);
+            s.stats.viewer_refused(ViewerRefusal::ViewerCap);
             tracing::warn!(viewer = %info.name, addr = %info.addr_text(), api = info.api.as_str(),
                 max = s.cfg.max_viewers, "viewer rejected: limit reached");
             return Err(HubError::Full {
@@ -483,6 +499,7 @@ impl Registration {
         };
         s.viewer_count.send_replace(watching);
         s.counters.viewers_total.fetch_add(1, Ordering::Relaxed);
+        s.stats.viewer_joined(registration.entry.info.api);
         let e = &registration.entry;
         tracing::info!(viewer = %e.info.name, addr = %e.info.addr_text(),
             api = e.info.api.as_str(), watching, "viewer connected");
@@ -498,6 +515,7 @@ impl Drop for Registration {
         let watching = viewers.len();
         drop(viewers);
         s.viewer_count.send_replace(watching);
+        s.stats.viewer_left(self.entry.info.api);
         let e = &self.entry;
         tracing::info!(viewer = %e.info.name, addr = %e.info.addr_text(), api = e.info.api.as_str(),
             frames_sent = e.sent.load(Ordering::Relaxed),
@@ -545,12 +563,20 @@ impl Subscription {
             entry.sent.fetch_add(1, Ordering::Relaxed);
             entry.skipped.fetch_add(skipped, Ordering::Relaxed);
             entry.last_seq.store(frame.seq, Ordering::Relaxed);
+            let hub = &self.registration.hub.shared;
+            hub.stats.frame_delivered(entry.info.api, skipped);
             return Some(Delivery { frame, skipped });
         }
     }
 
     pub fn info(&self) -> &ViewerInfo {
         &self.registration.entry.info
+    }
+
+    /// Counts `bytes` the transport handed to this viewer's connection.
+    pub fn count_bytes_sent(&self, bytes: usize) {
+        let s = &self.registration.hub.shared;
+        s.stats.bytes_sent(self.registration.entry.info.api, bytes);
     }
 }
 
@@ -640,16 +666,21 @@ fn run_started(
         let captured = match source.next_frame() {
             Ok(f) if looks_like_jpeg(&f.jpeg) => f,
             Ok(_) => {
-                count_dropped(c, "source produced something that is not a JPEG");
+                count_dropped(
+                    &shared.stats,
+                    DropReason::NotJpeg,
+                    "source produced something that is not a JPEG",
+                );
                 continue;
             }
             Err(SourceError::BadFrame(why)) => {
-                count_dropped(c, &why);
+                count_dropped(&shared.stats, DropReason::BadFrame, &why);
                 continue;
             }
             Err(e) => return Err((e, produced)),
         };
         produced = true;
+        shared.stats.frame_published(&captured);
         let seq = c.frames_captured.fetch_add(1, Ordering::Relaxed) + 1;
         shared.frames.send_replace(Some(Frame::new(captured, seq)));
     }
@@ -657,8 +688,8 @@ fn run_started(
     Ok(())
 }
 
-fn count_dropped(c: &Counters, why: &str) {
-    let total = c.frames_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+fn count_dropped(stats: &CameraStats, reason: DropReason, why: &str) {
+    let total = stats.frame_dropped(reason);
     // Bad frames can arrive at the camera's rate; log the first and then every hundredth.
     if total == 1 || total.is_multiple_of(100) {
         tracing::warn!(dropped_total = total, "dropped a bad frame: {why}");

@@ -9,6 +9,7 @@
 //! - [`hub`]: one capture loop per camera, newest-frame fan-out, viewer registry and limits.
 //! - [`status`]: the appliance state (starting, waiting, ready, streaming, fault).
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
+//! - [`metrics`]: per-camera and server counters, and `/metrics` for Prometheus.
 //! - [`panics`]: the panic hook: every panic logged once with context, and counted.
 //! - [`systemd`]: sd_notify for the service: ready, status, watchdog pings, stopping.
 //! - [`grpc`]: the tutorial API (`WebcamStreaming`) and the `camcast.v1` API over tonic.
@@ -42,6 +43,7 @@ pub mod http;
 pub mod hub;
 pub mod jpeg;
 pub mod led;
+pub mod metrics;
 pub mod panics;
 pub mod protection;
 pub mod server;

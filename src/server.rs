@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -28,6 +29,7 @@ use crate::grpc::{self, GrpcSettings};
 use crate::http::{self, HttpSettings};
 use crate::hub::Hub;
 use crate::led;
+use crate::metrics::{self, Metrics};
 use crate::protection::{Protection, ProtectionError};
 use crate::source::{self, Selected};
 use crate::status::StatusCell;
@@ -233,11 +235,17 @@ impl Server {
             Ok(())
         });
         if let Some(listener) = listeners.http {
+            let cameras = vec![metrics::Camera {
+                name: metrics::DEFAULT_CAMERA.into(),
+                hub: hub.clone(),
+            }];
+            let metrics = Metrics::new(cameras, protection.admission.refusals().clone());
             let http = http::serve(
                 listener,
                 hub,
                 HttpSettings::new(&config),
                 protection,
+                Arc::new(metrics),
                 shutdown_begun.clone().cancelled_owned(),
             );
             transports.spawn("HTTP server", async move {

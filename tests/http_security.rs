@@ -75,7 +75,13 @@ async fn tokens_guard_every_route_but_health() {
     };
     let (server, addr) = servers(config, protection).await;
 
-    for path in ["/", "/info.json", "/snapshot.jpg", "/stream.mjpg"] {
+    for path in [
+        "/",
+        "/info.json",
+        "/snapshot.jpg",
+        "/stream.mjpg",
+        "/metrics",
+    ] {
         let (status, headers, body) = get(addr, path, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
         assert!(headers[header::WWW_AUTHENTICATE]

@@ -39,11 +39,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::message::GRPC_HEADER;
+
 /// HTTP/2's initial stream window until the peer's SETTINGS say otherwise (RFC 9113 6.5.2).
 const DEFAULT_WINDOW: u32 = 65_535;
-/// A gRPC message header: what a pull-signalling reader credits when it waits for the next
-/// message with nothing buffered.
-const GRPC_HEADER: u32 = 5;
 /// Credit that has not moved for this long marks a batch creditor.
 pub const STALL: Duration = Duration::from_millis(250);
 /// A stream that has not shown pull signalling by then is taken for a batch creditor, and
@@ -149,7 +148,7 @@ impl CreditBook {
             credit
                 .credited
                 .fetch_add(u64::from(increment), Ordering::SeqCst);
-            if increment == GRPC_HEADER {
+            if increment as usize == GRPC_HEADER {
                 credit.header_credit.store(true, Ordering::SeqCst);
             }
             credit.changed.notify_one();

@@ -10,8 +10,9 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::Status;
 
-use crate::admission::{conn_info, Tracked};
+use crate::admission::{conn_info, ConnInfo, Tracked};
 use crate::auth::Tokens;
+use crate::metrics::Refusal;
 
 /// Paths reachable without a token: health says only "serving or not", and monitoring
 /// (grpc_health_probe, load balancers) should not need a viewer's secret.
@@ -83,12 +84,11 @@ where
 
 impl<S> Gate<S> {
     fn check<B>(&self, req: &http::Request<B>) -> Result<(), Status> {
-        let remote = conn_info(req).map(|c| c.remote);
         check_token(
             self.tokens.as_deref(),
             req.uri().path(),
             req.headers(),
-            remote,
+            conn_info(req),
         )
     }
 }
@@ -100,7 +100,7 @@ pub fn check_token(
     tokens: Option<&Tokens>,
     path: &str,
     headers: &http::HeaderMap,
-    remote: Option<std::net::SocketAddr>,
+    conn: Option<&ConnInfo>,
 ) -> Result<(), Status> {
     let Some(tokens) = tokens else {
         return Ok(());
@@ -112,7 +112,10 @@ pub fn check_token(
         .get(http::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
     tokens.check_header(header).map_err(|e| {
-        let addr = remote.map(|a| a.to_string());
+        if let Some(conn) = conn {
+            conn.count_refusal(Refusal::Token);
+        }
+        let addr = conn.map(|c| c.remote.to_string());
         tracing::warn!(addr = addr.as_deref().unwrap_or("?"), path, reason = %e,
             "request refused: bad or missing token");
         Status::unauthenticated(e.to_string())

@@ -19,6 +19,9 @@ use crate::config::MAX_FRAME_BYTES;
 use crate::frame::{Frame as HubFrame, FrameOrigin};
 use crate::pb;
 
+/// A gRPC message header: the compressed flag and the 4-byte length.
+pub const GRPC_HEADER: usize = 5;
+
 /// What goes into one DATA payload: a prefix and a shared buffer (either may be empty).
 pub type Chunk = Chain<Bytes, Bytes>;
 
@@ -68,7 +71,7 @@ fn framed(fields: BytesMut, jpeg: Bytes) -> Result<Chunk, Status> {
             "Error, encoded message length too large: found {len} bytes, the limit is: {MAX_FRAME_BYTES} bytes"
         )));
     }
-    let mut prefix = BytesMut::with_capacity(5 + fields.len() + 16);
+    let mut prefix = BytesMut::with_capacity(GRPC_HEADER + fields.len() + 16);
     prefix.put_u8(0); // not compressed
     prefix.put_u32(len as u32);
     prefix.put_slice(&fields);
@@ -102,6 +105,7 @@ mod tests {
                 width: 1920,
                 height: 1080,
                 origin: FrameOrigin::Camera,
+                encode_time: None,
             },
             123_456_789,
         )

@@ -70,9 +70,9 @@ pub async fn serve(
     conn: Arc<Conn>,
 ) {
     let (parts, recv) = req.into_parts();
-    let remote = Some(conn.info.remote);
     let tokens = streams.protection.tokens.as_ref();
-    if let Err(status) = gate::check_token(tokens, parts.uri.path(), &parts.headers, remote) {
+    let path = parts.uri.path();
+    if let Err(status) = gate::check_token(tokens, path, &parts.headers, Some(&conn.info)) {
         return refuse(respond, status);
     }
     // Open until this function returns: the connection is not idle while a viewer watches.
@@ -185,6 +185,8 @@ async fn send_frames(
         let len = msg.remaining();
         send.send_data(msg, false).ok()?;
         pacer.sent(len);
+        // What /metrics counts for gRPC: the protobuf message, without its 5-byte header.
+        sub.count_bytes_sent(len - message::GRPC_HEADER);
     }
 }
 

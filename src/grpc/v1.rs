@@ -51,7 +51,10 @@ impl Camera for CameraService {
             .hub
             .snapshot(info, self.settings.snapshot_timeout)
             .await?;
-        Ok(Response::new(to_pb(frame, 0)))
+        let frame = to_pb(frame, 0);
+        let bytes = prost::Message::encoded_len(&frame);
+        self.hub.stats().bytes_sent(Api::Snapshot, bytes);
+        Ok(Response::new(frame))
     }
 
     async fn get_info(

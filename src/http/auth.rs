@@ -30,6 +30,9 @@ pub(super) async fn require_token(
                 .map(|c| c.0);
             tracing::warn!(addr = ?peer, path = req.uri().path(), reason = %e,
                 "HTTP request refused: bad or missing token");
+            if let Some(conn) = crate::admission::conn_info(&req) {
+                conn.count_refusal(crate::metrics::Refusal::Token);
+            }
             refuse(&e)
         }
     }

@@ -67,10 +67,11 @@ pub(super) async fn stream(
 fn parts(sub: Subscription) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     let frames = stream::unfold(sub, |mut sub| async move {
         let delivery = sub.next().await?;
-        Some((delivery.frame, sub))
+        let head = part_header(&delivery.frame);
+        sub.count_bytes_sent(head.len() + delivery.frame.jpeg.len() + 2);
+        Some(((head, delivery.frame), sub))
     });
-    frames.flat_map(|frame| {
-        let head = part_header(&frame);
+    frames.flat_map(|(head, frame)| {
         stream::iter([head, frame.jpeg, Bytes::from_static(b"\r\n")].map(Ok))
     })
 }

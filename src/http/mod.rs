@@ -29,6 +29,7 @@ use crate::admission::{Admitted, Tracked};
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::protection::Protection;
 use crate::tls::ServerTls;
 
@@ -101,21 +102,29 @@ fn http1_tls(tls: &ServerTls) -> Arc<rustls::ServerConfig> {
 struct AppState {
     hub: Hub,
     settings: Arc<HttpSettings>,
+    metrics: Arc<Metrics>,
 }
 
 /// Every HTTP route, in one place: layers that apply to all of them (authentication, limits,
 /// tracing) go here. With `tokens`, every route but `/healthz` needs one (header or `?token=`).
-pub fn router(hub: Hub, settings: HttpSettings, tokens: Option<Tokens>) -> Router {
+pub fn router(
+    hub: Hub,
+    settings: HttpSettings,
+    tokens: Option<Tokens>,
+    metrics: Arc<Metrics>,
+) -> Router {
     let tokens = tokens.map(Arc::new);
     let state = AppState {
         hub,
         settings: Arc::new(settings),
+        metrics,
     };
     let viewer_routes = Router::new()
         .route("/", get(routes::page))
         .route("/info.json", get(routes::info))
         .route("/snapshot.jpg", get(routes::snapshot))
         .route("/stream.mjpg", get(mjpeg::stream))
+        .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             tokens,
@@ -137,12 +146,13 @@ pub async fn serve(
     hub: Hub,
     settings: HttpSettings,
     protection: Protection,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving HTTP: the page at /, /stream.mjpg, /snapshot.jpg, /info.json, /healthz");
+        tracing::info!(%addr, "serving HTTP: the page at /, /stream.mjpg, /snapshot.jpg, /info.json, /metrics, /healthz");
     }
-    let app = router(hub, settings.clone(), protection.tokens.clone());
+    let app = router(hub, settings.clone(), protection.tokens.clone(), metrics);
     let mut conn_builder = http1::Builder::new();
     conn_builder
         .timer(TokioTimer::new())
@@ -222,6 +232,8 @@ fn serve_connection(
     let peer = info.remote;
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        // The admission facts, as gRPC requests have them (the token check counts refusals).
+        req.extensions_mut().insert(info.clone());
         let guard = info.begin_request();
         let call = tower_service::Service::call(&mut app.clone(), req);
         async move {

@@ -125,6 +125,7 @@ pub(super) async fn snapshot(
         .hub
         .snapshot(info, app.settings.snapshot_timeout)
         .await?;
+    app.hub.stats().bytes_sent(Api::Snapshot, frame.jpeg.len());
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
@@ -155,6 +156,22 @@ pub(super) async fn info(State(app): State<AppState>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
     });
     ([no_store()], Json(body))
+}
+
+/// The Prometheus exposition (docs/metrics.md). Always 200 with the values of the moment, during
+/// shutdown too: those are the final counts (`camcast_shutting_down` says so), and a scraper
+/// that still gets through should keep them rather than record a failure.
+pub(super) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            ),
+            no_store(),
+        ],
+        app.metrics.render(),
+    )
 }
 
 /// 200 while the camera serves; 503 while it is missing or faulty, or once shutdown began.
@@ -196,8 +213,8 @@ fn health(
 pub(super) async fn not_found() -> HttpError {
     HttpError {
         status: StatusCode::NOT_FOUND,
-        message: "not found; this camera serves /, /stream.mjpg, /snapshot.jpg, /info.json and \
-                  /healthz"
+        message: "not found; this camera serves /, /stream.mjpg, /snapshot.jpg, /info.json, \
+                  /metrics and /healthz"
             .into(),
     }
 }

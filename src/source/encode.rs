@@ -10,6 +10,7 @@
 //!   (panics) on a short plane, and a short frame from a driver must cost that frame only.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -318,6 +319,9 @@ pub struct Encoder {
     v: Vec<u8>,
     /// Encoder output; each frame copies out only its actual length.
     scratch: Vec<u8>,
+    /// How long the last frame took, for the encode-time metric: measured here, the one
+    /// place every source's encoding goes through.
+    last_encode_time: Duration,
 }
 
 impl Encoder {
@@ -341,11 +345,18 @@ impl Encoder {
             u: vec![0; chroma],
             v: vec![0; chroma],
             scratch,
+            last_encode_time: Duration::ZERO,
         })
     }
 
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// How long the last [`encode`](Self::encode) or [`encode_planes`](Self::encode_planes)
+    /// took, plane splitting included.
+    pub fn last_encode_time(&self) -> Duration {
+        self.last_encode_time
     }
 
     /// JPEG of one frame held in one buffer (the used part of a V4L2 buffer).
@@ -356,6 +367,13 @@ impl Encoder {
     /// JPEG of one frame given as one slice per plane (libcamera's mapped planes, the test
     /// pattern's canvas), or as a single slice holding all planes back to back.
     pub fn encode_planes(&mut self, buffer: &[&[u8]]) -> Result<Bytes, EncodeError> {
+        let started = Instant::now();
+        let jpeg = self.encode_planes_untimed(buffer);
+        self.last_encode_time = started.elapsed();
+        jpeg
+    }
+
+    fn encode_planes_untimed(&mut self, buffer: &[&[u8]]) -> Result<Bytes, EncodeError> {
         let l = self.layout;
         let planes = l.split(buffer)?;
         let (luma, chroma) = (l.planes[0], l.planes[1]);

@@ -142,6 +142,7 @@ impl FrameSource for FakeSource {
             width: self.width,
             height: self.height,
             origin: FrameOrigin::Camera,
+            encode_time: None,
         })
     }
 

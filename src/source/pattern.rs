@@ -86,6 +86,7 @@ impl FrameSource for TestPattern {
             width: self.cfg.width,
             height: self.cfg.height,
             origin: FrameOrigin::Encoded,
+            encode_time: Some(run.encoder.last_encode_time()),
         })
     }
 

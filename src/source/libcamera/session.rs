@@ -309,6 +309,7 @@ impl<'m> Session<'m> {
             width: layout.width() as u32,
             height: layout.height() as u32,
             origin: FrameOrigin::Encoded,
+            encode_time: Some(self.encoder.last_encode_time()),
         })
     }
 

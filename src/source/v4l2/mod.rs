@@ -219,14 +219,7 @@ impl Running {
                 "the driver returned an empty buffer".into(),
             ));
         }
-        let (jpeg, width, height, origin) = frames.make(used)?;
-        Ok(CapturedFrame {
-            jpeg,
-            captured_at,
-            width,
-            height,
-            origin,
-        })
+        frames.make(used, captured_at)
     }
 }
 
@@ -251,25 +244,39 @@ fn stamp_time(stamp: Duration, flags: u32) -> std::time::SystemTime {
 }
 
 impl FrameMaker {
-    fn make(&mut self, used: &[u8]) -> Result<(Bytes, u32, u32, FrameOrigin), SourceError> {
+    /// The frame from the used part of a dequeued buffer: the camera's JPEG repaired, or the
+    /// raw picture encoded.
+    fn make(
+        &mut self,
+        used: &[u8],
+        captured_at: std::time::SystemTime,
+    ) -> Result<CapturedFrame, SourceError> {
         match self {
             FrameMaker::Passthrough => {
                 let (jpeg, info) = crate::jpeg::repair_with_info(Bytes::copy_from_slice(used))
                     .map_err(|e| SourceError::BadFrame(e.to_string()))?;
-                let (w, h) = (u32::from(info.width), u32::from(info.height));
-                Ok((jpeg, w, h, FrameOrigin::Camera))
+                Ok(CapturedFrame {
+                    jpeg,
+                    captured_at,
+                    width: u32::from(info.width),
+                    height: u32::from(info.height),
+                    origin: FrameOrigin::Camera,
+                    encode_time: None,
+                })
             }
             FrameMaker::Encode(encoder) => {
                 let jpeg = encoder
                     .encode(used)
                     .map_err(|e| SourceError::BadFrame(e.to_string()))?;
                 let l = encoder.layout();
-                Ok((
+                Ok(CapturedFrame {
                     jpeg,
-                    l.width() as u32,
-                    l.height() as u32,
-                    FrameOrigin::Encoded,
-                ))
+                    captured_at,
+                    width: l.width() as u32,
+                    height: l.height() as u32,
+                    origin: FrameOrigin::Encoded,
+                    encode_time: Some(encoder.last_encode_time()),
+                })
             }
         }
     }
@@ -434,9 +441,15 @@ mod tests {
         let jpeg = crate::source::fake::grey_jpeg(64, 32);
         let mut padded = jpeg.to_vec();
         padded.extend_from_slice(&[0; 64]);
-        let (out, w, h, origin) = FrameMaker::Passthrough.make(&padded).unwrap();
-        assert_eq!((out, w, h, origin), (jpeg, 64, 32, FrameOrigin::Camera));
-        let bad = FrameMaker::Passthrough.make(&padded[..100]).unwrap_err();
+        let now = std::time::SystemTime::now();
+        let f = FrameMaker::Passthrough.make(&padded, now).unwrap();
+        assert_eq!(
+            (f.jpeg, f.width, f.height, f.origin, f.encode_time),
+            (jpeg, 64, 32, FrameOrigin::Camera, None)
+        );
+        let bad = FrameMaker::Passthrough
+            .make(&padded[..100], now)
+            .unwrap_err();
         assert!(matches!(bad, SourceError::BadFrame(_)), "{bad:?}");
     }
 
@@ -467,12 +480,17 @@ mod tests {
             fps: 30.0,
         };
         let mut maker = frame_maker(Path::new("/dev/video0"), &applied, 80).unwrap();
-        let (jpeg, w, h, origin) = maker.make(&vec![128; 64 * 16]).unwrap();
-        assert_eq!((w, h, origin), (32, 16, FrameOrigin::Encoded));
-        let img = turbojpeg::decompress(&jpeg, turbojpeg::PixelFormat::RGB).unwrap();
+        let now = std::time::SystemTime::now();
+        let f = maker.make(&vec![128; 64 * 16], now).unwrap();
+        assert_eq!(
+            (f.width, f.height, f.origin),
+            (32, 16, FrameOrigin::Encoded)
+        );
+        assert!(f.encode_time.is_some(), "camcast encoded it: timed");
+        let img = turbojpeg::decompress(&f.jpeg, turbojpeg::PixelFormat::RGB).unwrap();
         assert_eq!((img.width, img.height), (32, 16));
         assert!(matches!(
-            maker.make(&[0; 10]),
+            maker.make(&[0; 10], now),
             Err(SourceError::BadFrame(_))
         ));
     }

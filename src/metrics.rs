@@ -1,0 +1,593 @@
+//! Prometheus metrics: what each camera and the server count, and `/metrics` in the Prometheus
+//! text exposition format (written by the `prometheus-client` crate). docs/metrics.md lists
+//! every series.
+//!
+//! - Every event is counted once, where it happens: the hub's capture loop (frames captured,
+//!   dropped, encoded or passed through, encode time), the hub's registry and subscriptions
+//!   (viewers, frames sent and skipped, viewer-cap refusals), the transports (bytes sent),
+//!   admission (connections and requests refused). A counter GetInfo already reports is read,
+//!   not kept twice, so `/metrics` and GetInfo always agree.
+//! - The counting side only touches atomics (the encode-time histogram takes its own short
+//!   lock per observation, never across a JPEG encode); a scrape reads them and holds nothing
+//!   the capture thread or a viewer waits on.
+//! - Per-camera state ([`CameraStats`]) lives in each camera's hub, and every per-camera series
+//!   has a `camera` label: a server with N hubs gives N label sets. Today there is one camera,
+//!   [`DEFAULT_CAMERA`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::TypedMetric;
+use prometheus_client::registry::Registry;
+
+use crate::frame::{CapturedFrame, FrameOrigin};
+use crate::hub::{Api, Hub};
+use crate::status::State;
+
+/// The `camera` label of the single camera a server has today (no `[[camera]]` name).
+pub const DEFAULT_CAMERA: &str = "default";
+
+/// The `Content-Type` of `/metrics`: Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Encode-time buckets, in seconds: from a small frame on a desktop (~0.3 ms) to 1080p on a
+/// Pi Zero (~100 ms and more).
+const ENCODE_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.066, 0.1, 0.2, 0.5, 1.0,
+];
+
+/// Why the hub dropped a frame instead of publishing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The source said the frame was bad (truncated, corrupt, failed to encode).
+    BadFrame,
+    /// The source returned something that is not a JPEG (caught by the hub's own check).
+    NotJpeg,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 2] = [DropReason::BadFrame, DropReason::NotJpeg];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::BadFrame => "bad_frame",
+            DropReason::NotJpeg => "not_jpeg",
+        }
+    }
+}
+
+/// Why a camera's hub turned a viewer away (connection-level refusals are [`Refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerRefusal {
+    /// `max_viewers` viewers were already watching.
+    ViewerCap,
+}
+
+impl ViewerRefusal {
+    pub const ALL: [ViewerRefusal; 1] = [ViewerRefusal::ViewerCap];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewerRefusal::ViewerCap => "viewer_cap",
+        }
+    }
+}
+
+/// One API's share of a camera's viewers and traffic.
+#[derive(Debug, Default)]
+struct ApiStats {
+    viewers: Gauge,
+    frames_sent: Counter,
+    frames_skipped: Counter,
+    bytes_sent: Counter,
+}
+
+/// What one camera counts beyond the hub's own counters (captured frames, capture starts and
+/// errors, viewers admitted, which the hub keeps for GetInfo). Owned by the camera's hub.
+#[derive(Debug)]
+pub struct CameraStats {
+    dropped: [Counter; DropReason::ALL.len()],
+    refused: [Counter; ViewerRefusal::ALL.len()],
+    encoded: Counter,
+    passed_through: Counter,
+    encode_seconds: Histogram,
+    /// Indexed by [`api_index`].
+    apis: [ApiStats; Api::ALL.len()],
+}
+
+impl Default for CameraStats {
+    fn default() -> Self {
+        CameraStats {
+            dropped: Default::default(),
+            refused: Default::default(),
+            encoded: Counter::default(),
+            passed_through: Counter::default(),
+            encode_seconds: Histogram::new(ENCODE_BUCKETS),
+            apis: Default::default(),
+        }
+    }
+}
+
+fn api_index(api: Api) -> usize {
+    Api::ALL
+        .iter()
+        .position(|a| *a == api)
+        .expect("Api::ALL lists every API")
+}
+
+impl CameraStats {
+    /// A frame the capture loop publishes: passed through or encoded, and how long encoding took.
+    pub fn frame_published(&self, frame: &CapturedFrame) {
+        match frame.origin {
+            FrameOrigin::Camera => self.passed_through.inc(),
+            FrameOrigin::Encoded => self.encoded.inc(),
+        };
+        if let Some(took) = frame.encode_time {
+            self.encode_seconds.observe(took.as_secs_f64());
+        }
+    }
+
+    /// A frame the capture loop dropped; returns the drops so far, all reasons together.
+    pub fn frame_dropped(&self, why: DropReason) -> u64 {
+        self.dropped[why as usize].inc();
+        self.dropped_total()
+    }
+
+    /// Frames dropped so far, all reasons together (GetInfo's `frames_dropped`).
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().map(Counter::get).sum()
+    }
+
+    pub fn viewer_refused(&self, why: ViewerRefusal) {
+        self.refused[why as usize].inc();
+    }
+
+    /// Viewers refused so far, all reasons together (GetInfo's `viewers_rejected`).
+    pub fn refused_total(&self) -> u64 {
+        self.refused.iter().map(Counter::get).sum()
+    }
+
+    pub fn viewer_joined(&self, api: Api) {
+        self.apis[api_index(api)].viewers.inc();
+    }
+
+    pub fn viewer_left(&self, api: Api) {
+        self.apis[api_index(api)].viewers.dec();
+    }
+
+    /// A frame handed to a viewer, after it skipped `skipped` newer-than-its-last frames.
+    pub fn frame_delivered(&self, api: Api, skipped: u64) {
+        let a = &self.apis[api_index(api)];
+        a.frames_sent.inc();
+        a.frames_skipped.inc_by(skipped);
+    }
+
+    /// Bytes a transport handed to its connection for a viewer (see docs/metrics.md for what
+    /// each transport counts).
+    pub fn bytes_sent(&self, api: Api, bytes: usize) {
+        self.apis[api_index(api)]
+            .bytes_sent
+            .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
+    }
+
+    /// Viewers watching through `api` now.
+    pub fn viewers(&self, api: Api) -> i64 {
+        self.apis[api_index(api)].viewers.get()
+    }
+}
+
+/// Connections and requests turned away before they reach a camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A peer already held `max_connections_per_address` connections.
+    PerAddressCap,
+    /// No request within the handshake timeout of the connection's accept (TLS included).
+    HandshakeTimeout,
+    /// Viewer tokens are required and the request had none, or a wrong or malformed one.
+    Token,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [
+        Refusal::PerAddressCap,
+        Refusal::HandshakeTimeout,
+        Refusal::Token,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PerAddressCap => "per_address_cap",
+            Refusal::HandshakeTimeout => "handshake_timeout",
+            Refusal::Token => "token",
+        }
+    }
+}
+
+/// The server's refusal counts, shared by every listener (they live in its admission state).
+#[derive(Debug, Default)]
+pub struct Refusals([AtomicU64; Refusal::ALL.len()]);
+
+impl Refusals {
+    pub fn count(&self, why: Refusal) {
+        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, why: Refusal) -> u64 {
+        self.0[why as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// One camera as `/metrics` sees it: its label and its hub.
+#[derive(Clone)]
+pub struct Camera {
+    pub name: String,
+    pub hub: Hub,
+}
+
+impl fmt::Debug for Camera {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Camera").field("name", &self.name).finish()
+    }
+}
+
+/// What `/metrics` serves: every camera's series and the server's own.
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Metrics of `cameras` and of the server whose admission counts `refusals`.
+    pub fn new(cameras: Vec<Camera>, refusals: Arc<Refusals>) -> Metrics {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ServerCollector { cameras, refusals }));
+        Metrics { registry }
+    }
+
+    /// The exposition text: the values at the moment of the call.
+    pub fn render(&self) -> String {
+        let mut text = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Reads every counter at scrape time (hence a collector rather than registered metrics: the
+/// hub's own counters are read in place, and each series is written once per camera under one
+/// HELP/TYPE header, as the format requires).
+#[derive(Debug)]
+struct ServerCollector {
+    cameras: Vec<Camera>,
+    refusals: Arc<Refusals>,
+}
+
+/// The snake_case label of a state (`waiting_for_camera`), and every state, so the state
+/// series always has one line per state.
+fn state_label(s: State) -> &'static str {
+    match s {
+        State::Starting => "starting",
+        State::WaitingForCamera => "waiting_for_camera",
+        State::Ready => "ready",
+        State::Streaming => "streaming",
+        State::Fault => "fault",
+    }
+}
+const STATES: [State; 5] = [
+    State::Starting,
+    State::WaitingForCamera,
+    State::Ready,
+    State::Streaming,
+    State::Fault,
+];
+
+/// Writes one metric family: a HELP/TYPE header, then one sample per label set.
+fn family<M: EncodeMetric + TypedMetric, L: prometheus_client::encoding::EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> fmt::Result {
+    let mut metric = enc.encode_descriptor(name, help, None, M::TYPE)?;
+    for (labels, value) in samples {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Writes a metric without labels.
+fn single<M: EncodeMetric + TypedMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: M,
+) -> fmt::Result {
+    value.encode(enc.encode_descriptor(name, help, None, M::TYPE)?)
+}
+
+fn counter(v: u64) -> ConstCounter<u64> {
+    ConstCounter::new(v)
+}
+
+fn gauge(v: i64) -> ConstGauge<i64> {
+    ConstGauge::new(v)
+}
+
+impl Collector for ServerCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let cams: Vec<(&str, &Hub, crate::hub::CounterReport)> = self
+            .cameras
+            .iter()
+            .map(|c| (c.name.as_str(), &c.hub, c.hub.counters()))
+            .collect();
+        let per_camera = |f: &dyn Fn(&Hub, &crate::hub::CounterReport) -> u64| {
+            cams.iter()
+                .map(|(name, hub, c)| ([("camera", *name)], counter(f(hub, c))))
+                .collect::<Vec<_>>()
+        };
+        let per_api = |f: &dyn Fn(&ApiStats) -> u64| {
+            cams.iter()
+                .flat_map(|(name, hub, _)| {
+                    Api::ALL.iter().map(move |api| {
+                        let a = &hub.stats().apis[api_index(*api)];
+                        ([("camera", *name), ("api", api.as_str())], counter(f(a)))
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        let e = &mut enc;
+
+        family(
+            e,
+            "camcast_frames_captured",
+            "Frames the camera delivered and the hub published (GetInfo frames_captured).",
+            per_camera(&|_, c| c.frames_captured),
+        )?;
+        family(
+            e,
+            "camcast_frames_encoded",
+            "Published frames that camcast JPEG-encoded from raw pixels.",
+            per_camera(&|h, _| h.stats().encoded.get()),
+        )?;
+        family(
+            e,
+            "camcast_frames_passed_through",
+            "Published frames that are the camera's own JPEG, passed through.",
+            per_camera(&|h, _| h.stats().passed_through.get()),
+        )?;
+        family(
+            e,
+            "camcast_frames_dropped",
+            "Frames the hub dropped instead of publishing, by reason (sum: GetInfo frames_dropped).",
+            cams.iter().flat_map(|(name, hub, _)| {
+                DropReason::ALL.iter().map(move |r| {
+                    (
+                        [("camera", *name), ("reason", r.as_str())],
+                        counter(hub.stats().dropped[*r as usize].get()),
+                    )
+                })
+            }),
+        )?;
+        {
+            let mut metric = e.encode_descriptor(
+                "camcast_encode_seconds",
+                "Time to JPEG-encode one frame from raw pixels (passed-through frames are not encoded).",
+                None,
+                Histogram::TYPE,
+            )?;
+            for (name, hub, _) in &cams {
+                hub.stats()
+                    .encode_seconds
+                    .encode(metric.encode_family(&[("camera", *name)])?)?;
+            }
+        }
+        family(
+            e,
+            "camcast_capture_starts",
+            "Times capture started: at the first viewer, and again after every failure (GetInfo capture_starts).",
+            per_camera(&|_, c| c.capture_starts),
+        )?;
+        family(
+            e,
+            "camcast_capture_errors",
+            "Times the camera failed to start or failed while capturing (GetInfo capture_errors).",
+            per_camera(&|_, c| c.capture_errors),
+        )?;
+        family(
+            e,
+            "camcast_camera_state",
+            "1 for the camera's current state, 0 for the others.",
+            cams.iter().flat_map(|(name, hub, _)| {
+                let now = hub.status().state;
+                STATES.iter().map(move |s| {
+                    (
+                        [("camera", *name), ("state", state_label(*s))],
+                        gauge(i64::from(*s == now)),
+                    )
+                })
+            }),
+        )?;
+        family(
+            e,
+            "camcast_camera_capturing",
+            "1 while the camera is open and delivering frames.",
+            cams.iter()
+                .map(|(name, hub, _)| ([("camera", *name)], gauge(i64::from(hub.capturing())))),
+        )?;
+        family(
+            e,
+            "camcast_viewers",
+            "Viewers watching now, by API (streams and snapshots in progress).",
+            cams.iter().flat_map(|(name, hub, _)| {
+                Api::ALL.iter().map(move |api| {
+                    (
+                        [("camera", *name), ("api", api.as_str())],
+                        gauge(hub.stats().viewers(*api)),
+                    )
+                })
+            }),
+        )?;
+        family(
+            e,
+            "camcast_viewers_admitted",
+            "Viewers admitted since start, all APIs (GetInfo viewers_total).",
+            per_camera(&|_, c| c.viewers_total),
+        )?;
+        family(
+            e,
+            "camcast_viewers_refused",
+            "Viewers the camera turned away, by reason (sum: GetInfo viewers_rejected).",
+            cams.iter().flat_map(|(name, hub, _)| {
+                ViewerRefusal::ALL.iter().map(move |r| {
+                    (
+                        [("camera", *name), ("reason", r.as_str())],
+                        counter(hub.stats().refused[*r as usize].get()),
+                    )
+                })
+            }),
+        )?;
+        family(
+            e,
+            "camcast_frames_sent",
+            "Frames handed to viewers, by API.",
+            per_api(&|a| a.frames_sent.get()),
+        )?;
+        family(
+            e,
+            "camcast_frames_skipped",
+            "Frames viewers skipped (a newer frame was ready when they took their next), by API.",
+            per_api(&|a| a.frames_skipped.get()),
+        )?;
+        family(
+            e,
+            "camcast_bytes_sent",
+            "Bytes handed to viewers' connections, by API (HTTP: multipart parts; gRPC: encoded messages; TLS and HTTP/2 framing excluded).",
+            per_api(&|a| a.bytes_sent.get()),
+        )?;
+        family(
+            e,
+            "camcast_admission_refusals",
+            "Connections and requests refused before reaching a camera, by reason.",
+            Refusal::ALL
+                .iter()
+                .map(|r| ([("reason", r.as_str())], counter(self.refusals.get(*r)))),
+        )?;
+        single(
+            e,
+            "camcast_panics",
+            "Panics since start: each one is a bug in camcast (the log has it).",
+            counter(crate::panics::count()),
+        )?;
+        let closing = self.cameras.iter().any(|c| c.hub.is_closed());
+        single(
+            e,
+            "camcast_shutting_down",
+            "1 once shutdown has begun: these are the final values.",
+            gauge(i64::from(closing)),
+        )?;
+        family(
+            e,
+            "camcast_build_info",
+            "Always 1; the version label says which camcast this is.",
+            [([("version", env!("CARGO_PKG_VERSION"))], gauge(1))],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use crate::hub::{HubConfig, RateCap, ViewerInfo};
+    use crate::source::fake::FakeSource;
+    use crate::status::StatusCell;
+
+    fn fake_hub() -> Hub {
+        let (source, _ctl) = FakeSource::new(64, 48, Duration::from_millis(2));
+        Hub::new(
+            Box::new(source),
+            "test",
+            HubConfig::default(),
+            StatusCell::new(),
+        )
+    }
+
+    fn viewer(api: Api) -> ViewerInfo {
+        ViewerInfo {
+            name: "v".into(),
+            addr: None,
+            api,
+            max_fps: RateCap::NONE,
+        }
+    }
+
+    /// N hubs give N label sets under one HELP/TYPE header per family, as the format requires.
+    #[tokio::test]
+    async fn every_camera_gets_its_own_label_set_under_one_header() {
+        let (door, drive) = (fake_hub(), fake_hub());
+        let refusals = Arc::new(Refusals::default());
+        refusals.count(Refusal::Token);
+        let cameras = vec![
+            Camera {
+                name: "door".into(),
+                hub: door.clone(),
+            },
+            Camera {
+                name: "drive \"way\"".into(),
+                hub: drive.clone(),
+            },
+        ];
+        let metrics = Metrics::new(cameras, refusals);
+        let mut sub = door.connect(viewer(Api::Http)).unwrap();
+        sub.next().await.unwrap();
+        sub.count_bytes_sent(1234);
+        let text = metrics.render();
+        let lines: Vec<&str> = text.lines().collect();
+        let headers = |name: &str| {
+            lines
+                .iter()
+                .filter(|l| {
+                    **l == format!("# TYPE {name} gauge") || **l == format!("# TYPE {name} counter")
+                })
+                .count()
+        };
+        assert_eq!(headers("camcast_viewers"), 1);
+        assert_eq!(headers("camcast_frames_captured_total"), 1);
+        assert!(lines.contains(&"camcast_viewers{camera=\"door\",api=\"http\"} 1"));
+        // Label values are escaped.
+        assert!(lines.contains(&"camcast_viewers{camera=\"drive \\\"way\\\"\",api=\"http\"} 0"));
+        assert!(lines.contains(&"camcast_bytes_sent_total{camera=\"door\",api=\"http\"} 1234"));
+        assert!(lines.contains(&"camcast_admission_refusals_total{reason=\"token\"} 1"));
+        // A family's samples follow its header, every camera together.
+        let first = lines
+            .iter()
+            .position(|l| l.starts_with("camcast_viewers{"))
+            .unwrap();
+        assert!(lines[first + 4].starts_with("camcast_viewers{camera=\"drive"));
+        drop(sub);
+        door.shutdown().await;
+        drive.shutdown().await;
+    }
+
+    #[test]
+    fn drops_and_refusals_sum_across_reasons() {
+        let s = CameraStats::default();
+        assert_eq!(s.frame_dropped(DropReason::BadFrame), 1);
+        assert_eq!(s.frame_dropped(DropReason::NotJpeg), 2);
+        assert_eq!(s.dropped_total(), 2);
+        s.viewer_refused(ViewerRefusal::ViewerCap);
+        assert_eq!(s.refused_total(), 1);
+    }
+}
