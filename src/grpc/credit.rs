@@ -3,8 +3,8 @@
 //!
 //! - [`CreditTap`] sits between the socket (or TLS) and h2 and reads the 9-byte headers of the
 //!   frames the peer sends. It records every stream's WINDOW_UPDATE credits and the peer's
-//!   SETTINGS_INITIAL_WINDOW_SIZE in the connection's [`CreditBook`]; bytes pass through
-//!   untouched, and h2 still checks everything.
+//!   SETTINGS in the connection's [`CreditBook`]; bytes pass through untouched, and h2 still
+//!   checks everything.
 //! - [`Pacer`] is one stream's view: U = message bytes we handed to h2 minus credit returned.
 //!   It says when the next frame may go.
 //!
@@ -12,25 +12,29 @@
 //! - **Pull-signalling clients** (gRPC's C core: Python grpcio and friends) credit what the
 //!   application has read, and when the application waits for a message with nothing
 //!   buffered they credit the bytes it needs on top (5 for the next message header), so U
-//!   goes *below zero*. Once U < 0 has been seen the pacer sends only while U < 0: a frame
-//!   goes exactly when the reader is waiting for one, so it is never older than the wait for
-//!   our PING to flush the credit plus the capture interval. Those credits are flushed with
-//!   the client's next write, so the connection PINGs while such a stream waits.
+//!   goes *below zero*. Such a stream gets a frame only while U < 0: exactly when the reader
+//!   is waiting, so the frame is never older than the wait for our PING to flush the credit
+//!   plus the capture interval. The C core is known from its first SETTINGS (gRPC's own
+//!   0xfe03), so this holds from the first frame; a client without it that shows U < 0 or a
+//!   5-byte credit is treated the same. The C core holds credits until its next write, so
+//!   the connection PINGs while such a stream waits; and its messages go with their last
+//!   byte in a DATA frame of its own (see `message::split_last_byte`), or its credit could
+//!   run ahead of a busy reader.
 //! - **Batch creditors** (h2/hyper/tonic: WINDOW_UPDATE once a third of the window is read;
 //!   grpc-java at half, grpc-go at a quarter) never go below zero and say nothing until a
 //!   batch is read, so the server cannot tell a fast reader from a slow one before then.
-//!   Every stream starts strict (one frame in flight, which is all a pull-signalling client
-//!   ever needs); when credit stalls for [`STALL`] the pacer takes the client for a batch
-//!   creditor and lets U grow to half its window: enough for each of those rules to credit
-//!   (a fast reader keeps the camera's rate), half the backlog a slow one had before. Every
-//!   rule we know credits by then (grpc-java and OkHttp at half the window consumed, h2 at a
-//!   third, grpc-go at a quarter); one that waited for more would stall. Fresh frames for
-//!   batch creditors take an application-level signal (see docs/flow-control.md).
+//!   Every other stream starts strict (one frame in flight); when credit stalls for [`STALL`]
+//!   the pacer takes the client for a batch creditor and lets U grow to half its window:
+//!   enough for each of those rules to credit (a fast reader keeps the camera's rate), half
+//!   the backlog a slow one had before. Every rule we know credits by then (grpc-java and
+//!   OkHttp at half the window consumed, h2 at a third, grpc-go at a quarter); one that
+//!   waited for more would stall. camcast's own viewer asks for each frame instead
+//!   (`PullFrames`).
 
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -57,6 +61,9 @@ const FRAME_SETTINGS: u8 = 0x4;
 const FRAME_WINDOW_UPDATE: u8 = 0x8;
 const FLAG_ACK: u8 = 0x1;
 const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+/// gRPC's own setting "allow true binary metadata", which only gRPC's C core announces: the
+/// fingerprint of a client that credits ahead of its reads (see the module docs).
+const SETTINGS_GRPC_TRUE_BINARY: u16 = 0xfe03;
 
 /// Credit returned on one stream so far.
 #[derive(Debug, Default)]
@@ -64,7 +71,7 @@ pub struct StreamCredit {
     credited: AtomicU64,
     /// A credit of exactly a gRPC message header came: only a pull-signalling client (a
     /// reader waiting for the next header) credits that little; batch creditors credit kBs.
-    header_credit: std::sync::atomic::AtomicBool,
+    header_credit: AtomicBool,
     changed: Notify,
 }
 
@@ -82,6 +89,8 @@ struct Tracked {
 #[derive(Debug)]
 pub struct CreditBook {
     initial_window: AtomicU32,
+    /// The peer announced [`SETTINGS_GRPC_TRUE_BINARY`]: it is gRPC's C core.
+    c_core: AtomicBool,
     tracked: Mutex<Tracked>,
     /// Streams waiting for a credit that a PING would flush.
     waiting: AtomicUsize,
@@ -93,6 +102,7 @@ impl Default for CreditBook {
     fn default() -> Self {
         CreditBook {
             initial_window: AtomicU32::new(DEFAULT_WINDOW),
+            c_core: AtomicBool::new(false),
             tracked: Mutex::default(),
             waiting: AtomicUsize::new(0),
             wait_began: Notify::new(),
@@ -104,6 +114,11 @@ impl CreditBook {
     /// The peer's initial stream window (its receive window for each new stream).
     pub fn initial_window(&self) -> u32 {
         self.initial_window.load(Ordering::Relaxed)
+    }
+
+    /// True if the peer is gRPC's C core, which signals its reader's waits (U < 0).
+    pub fn credits_ahead(&self) -> bool {
+        self.c_core.load(Ordering::Relaxed)
     }
 
     /// Streams now waiting for a credit that the client flushes when it answers a PING.
@@ -336,8 +351,13 @@ impl Parser {
         let (kind, flags) = (head[3], head[4]);
         let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
         const HEADERS: u8 = 0x1;
+        const PING: u8 = 0x6;
         if kind == HEADERS && stream != 0 {
             book.opened(stream);
+        }
+        if kind == PING {
+            // Which of the peer's writes carried its credits (docs/flow-control.md).
+            tracing::trace!(ack = flags & FLAG_ACK != 0, "peer ping");
         }
         let payload = match kind {
             FRAME_WINDOW_UPDATE if len == 4 && stream != 0 => Payload::WindowUpdate,
@@ -372,6 +392,9 @@ fn apply(kind: Payload, stream: u32, field: &[u8], book: &CreditBook) {
             // Larger than 2^31-1 is a protocol error h2 answers; never let it reach a budget.
             if id == SETTINGS_INITIAL_WINDOW_SIZE && value <= 0x7fff_ffff {
                 book.set_initial_window(value);
+            }
+            if id == SETTINGS_GRPC_TRUE_BINARY {
+                book.c_core.store(true, Ordering::Relaxed);
             }
         }
         Payload::Skip => {}
@@ -451,7 +474,10 @@ impl Pacer {
             self.seen_credit = credited;
             self.quiet_since = Instant::now();
         }
-        if u < 0 || self.claim.credit.header_credit.load(Ordering::SeqCst) {
+        if u < 0
+            || self.claim.credit.header_credit.load(Ordering::SeqCst)
+            || self.claim.book.credits_ahead()
+        {
             // Even after a stall took it for a batch creditor: its backlog is what went since.
             self.signalling = Signalling::Pull;
         }
@@ -563,6 +589,7 @@ mod tests {
         settings.extend_from_slice(&4_194_304u32.to_be_bytes());
         settings.extend_from_slice(&[0, 5]);
         settings.extend_from_slice(&4_194_304u32.to_be_bytes());
+        settings.extend_from_slice(&[0xfe, 0x03, 0, 0, 0, 1]);
         wire.extend(frame(FRAME_SETTINGS, 0, 0, &settings));
         wire.extend(frame(FRAME_SETTINGS, FLAG_ACK, 0, &[]));
         wire.extend(headers(1));
@@ -579,6 +606,7 @@ mod tests {
             parser.feed(&wire[..split], &book);
             parser.feed(&wire[split..], &book);
             assert_eq!(book.initial_window(), 4_194_304, "split at {split}");
+            assert!(book.credits_ahead(), "split at {split}");
             assert_eq!(credited(&book, 1), 12_755, "split at {split}");
             assert_eq!(credited(&book, 3), 7, "split at {split}");
         }
@@ -610,6 +638,7 @@ mod tests {
         wire.extend(window_update(1, 3));
         parser.feed(&wire, &book);
         assert_eq!(book.initial_window(), DEFAULT_WINDOW);
+        assert!(!book.credits_ahead(), "no gRPC setting, no C core");
         assert_eq!(credited(&book, 1), 3);
     }
 
@@ -661,6 +690,31 @@ mod tests {
         let waited = tokio::time::timeout(Duration::from_secs(60), p.ready()).await;
         assert!(waited.is_err(), "no frame for a reader that is not reading");
         assert_eq!(book.waiting(), 0, "the waiting guard went with the wait");
+    }
+
+    /// gRPC's C core, known by its SETTINGS, gets a frame only while its reader waits, from
+    /// the first frame on, and is never taken for a batch creditor however slowly it reads.
+    #[tokio::test(start_paused = true)]
+    async fn a_c_core_peer_gets_frames_only_while_its_reader_waits() {
+        let book = Arc::new(CreditBook::default());
+        let mut parser = Parser::default();
+        let mut wire = PREFACE.to_vec();
+        wire.extend(frame(FRAME_SETTINGS, 0, 0, &[0xfe, 0x03, 0, 0, 0, 1]));
+        wire.extend(headers(1));
+        parser.feed(&wire, &book);
+        let mut p = Pacer::new(book.claim(1));
+        let early = tokio::time::timeout(Duration::from_secs(60), p.ready()).await;
+        assert!(early.is_err(), "no frame before the reader asks");
+        book.credit(1, 5);
+        p.ready().await;
+        assert_eq!(p.signalling(), Signalling::Pull);
+        p.sent(15_000);
+        book.credit(1, 14_995); // read, and busy for a minute
+        let busy = tokio::time::timeout(Duration::from_secs(60), p.ready()).await;
+        assert!(busy.is_err(), "nothing while the reader is busy");
+        assert_eq!(p.budget(), 0, "never widened");
+        book.credit(1, 5);
+        p.ready().await;
     }
 
     /// Sends 15 kB frames while the gate lets them go (10 s of waiting at most each).

@@ -30,6 +30,24 @@ pub fn chunk(data: Bytes) -> Chunk {
     Bytes::new().chain(data)
 }
 
+/// Splits a message before its last byte, to go as two DATA frames.
+///
+/// For gRPC's C core: it counts a DATA frame as received when the frame's header arrives, but
+/// works out what its reader still needs from the bytes it has parsed. When a message's last
+/// DATA frame is split across two socket reads, the credit it writes after the message is
+/// complete still counts the second read's bytes as needed: U drops below zero by that much
+/// while the reader is busy, and that reader's next wait shows no credit at all. A one-byte
+/// last frame cannot be split, and its arrival clears the need (docs/flow-control.md).
+pub fn split_last_byte(msg: Chunk) -> (Chunk, Chunk) {
+    let (mut prefix, mut jpeg) = msg.into_inner();
+    let last = if jpeg.is_empty() {
+        prefix.split_off(prefix.len() - 1)
+    } else {
+        jpeg.split_off(jpeg.len() - 1)
+    };
+    (prefix.chain(jpeg), chunk(last))
+}
+
 /// The protobuf field number of `jpeg` / `imageBytes` in both contracts.
 const JPEG_FIELD: u32 = 1;
 
@@ -172,6 +190,26 @@ mod tests {
             );
             assert_eq!(jpeg.len(), 50_000);
         }
+    }
+
+    #[test]
+    fn split_messages_keep_their_bytes_and_share_the_jpeg() {
+        let f = hub_frame(
+            Bytes::from((0..=255u8).cycle().take(5000).collect::<Vec<_>>()),
+            1,
+        );
+        for message in [v1(&f, 2).unwrap(), tutorial(Bytes::new()).unwrap()] {
+            let whole = flat(&message);
+            let (head, last) = split_last_byte(message);
+            assert_eq!(last.remaining(), 1);
+            assert_eq!([flat(&head), flat(&last)].concat(), whole);
+        }
+        let (head, _) = split_last_byte(v1(&f, 0).unwrap());
+        assert_eq!(
+            head.last_ref().as_ptr(),
+            f.jpeg.as_ptr(),
+            "still the hub's buffer"
+        );
     }
 
     #[test]

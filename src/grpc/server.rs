@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::bridge::{self, TonicService};
 use super::credit::{CreditBook, CreditTap};
@@ -59,7 +60,9 @@ pub async fn accept<S: TonicService + Sync>(
             () = stop.cancelled() => break,
             conn = admission.accept(&listener) => conn,
         };
-        tracker.spawn(connection(conn, shared.clone()));
+        // The peer's address on every log line of the connection and its streams.
+        let span = tracing::debug_span!("grpc", peer = %conn.info().remote);
+        tracker.spawn(connection(conn, shared.clone()).instrument(span));
     }
     tracker.close();
     tracker
@@ -127,13 +130,14 @@ async fn serve_h2<S: TonicService + Sync>(io: impl Transport, shared: Arc<Shared
     let _closed = conn.closed.clone().drop_guard();
     let vanished = CancellationToken::new();
     if let Some(pings) = h2.ping_pong() {
-        tokio::spawn(ping(
+        let pinger = ping(
             pings,
             book.clone(),
             (settings.keepalive_interval, settings.keepalive_timeout),
             vanished.clone(),
             conn.closed.clone(),
-        ));
+        );
+        tokio::spawn(pinger.in_current_span());
     }
     let mut draining = false;
     loop {
@@ -174,20 +178,20 @@ fn dispatch<S: TonicService + Sync>(
     match Contract::for_path(req.uri().path(), tutorial) {
         Some(contract) => {
             let (streams, conn) = (shared.streams.clone(), conn.clone());
-            tokio::spawn(streaming::serve(
-                contract, req, respond, claim, streams, conn,
-            ));
+            let stream = streaming::serve(contract, req, respond, claim, streams, conn);
+            tokio::spawn(stream.in_current_span());
         }
         None => {
             drop(claim); // tonic's responses are small: no pacing
             let (service, info) = (shared.tonic.clone(), conn.info.clone());
             let closed = conn.closed.clone();
-            tokio::spawn(async move {
+            let bridged = async move {
                 tokio::select! {
                     () = bridge::serve(req, respond, service, info) => {}
                     () = closed.cancelled() => {}
                 }
-            });
+            };
+            tokio::spawn(bridged.in_current_span());
         }
     }
 }

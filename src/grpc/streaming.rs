@@ -16,7 +16,7 @@ use h2::{RecvStream, SendStream};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::credit::{Claim, Pacer};
+use super::credit::{Claim, Pacer, Signalling};
 use super::message::{self, Chunk};
 use super::request::{check_encoding, checked_max_fps, checked_name, decode_unary};
 use super::{bridge, gate, GrpcSettings};
@@ -183,7 +183,13 @@ async fn send_frames(
             Err(status) => return Some(status),
         };
         let len = msg.remaining();
-        send.send_data(msg, false).ok()?;
+        if pacer.signalling() == Signalling::Pull {
+            let (head, last) = message::split_last_byte(msg);
+            send.send_data(head, false).ok()?;
+            send.send_data(last, false).ok()?;
+        } else {
+            send.send_data(msg, false).ok()?;
+        }
         pacer.sent(len);
         // What /metrics counts for gRPC: the protobuf message, without its 5-byte header.
         sub.count_bytes_sent(len - message::GRPC_HEADER);

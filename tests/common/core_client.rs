@@ -1,19 +1,26 @@
 //! A server-streaming gRPC client on raw HTTP/2 that returns flow-control credit the way
-//! gRPC's C core does (Python grpcio, C++, Ruby...), as traced against camcast with
-//! tests/python/h2_tap.py:
+//! gRPC's C core does (Python grpcio, C++, Ruby...): a small model of chttp2's stream flow
+//! control (`StreamFlowControl` in src/core/ext/transport/chttp2/transport/flow_control.cc
+//! and `grpc_chttp2_maybe_complete_recv_message`), checked against traces of grpcio 1.85:
 //!
-//! - it announces a 4 MiB stream window and a 4 MiB frame size;
-//! - credit is earned by the application reading a message, not by bytes arriving: the
-//!   window it wants is 4 MiB minus what is buffered unread, plus, while the application waits
-//!   for a message, the bytes that message still needs (5 for a header when nothing is
-//!   buffered);
-//! - a credit is not sent when earned but with the client's next write of any kind, e.g. its
-//!   ACK of a server PING;
-//! - the call starts with a read posted: HEADERS, a 5-byte credit, then the request.
+//! - it announces grpcio's SETTINGS: a 4 MiB stream window and frame size, and gRPC's own
+//!   "true binary metadata" setting (0xfe03);
+//! - a DATA frame counts as received when its 9-byte header is parsed (the window delta
+//!   drops by the frame's length, and so does the "min progress size");
+//! - a read the application posts, and each piece of DATA parsed while one is posted, sets
+//!   the min progress size to what the next message still needs (5 for a header when nothing
+//!   is buffered); a message that completes is handed over, and the buffered rest is noted
+//!   as pending;
+//! - the credit is worked out when the client next writes (its ACK of a server PING or
+//!   SETTINGS), from the state at that moment: up to the min progress size if one is set,
+//!   else everything but the pending bytes;
+//! - it reads its socket at most 8 KiB at a time (grpc's first read size), so a message of
+//!   more than that arrives in pieces, and writes only after handling a whole read.
 //!
-//! Tokio's h2 client credits differently (half its window at a time), so it cannot stand in.
-//! The real grpcio is checked by .ci/grpcio-freshness.
+//! Tokio's h2 client credits differently (a third of its window at a time), so it cannot
+//! stand in. The real grpcio is checked by .ci/grpcio-freshness.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -25,49 +32,103 @@ use tokio::sync::Notify;
 
 const WINDOW: u32 = 4 << 20;
 const STREAM: u32 = 1;
+const READ_SIZE: usize = 8192;
+const GRPC_HEADER: usize = 5;
 
+/// grpcio 1.85's first SETTINGS, as traced: push off, no server streams, 4 MiB window and
+/// frame size, 16 KiB header list, true binary metadata.
+const SETTINGS: [(u16, u32); 6] = [
+    (2, 0),
+    (3, 0),
+    (4, WINDOW),
+    (5, WINDOW),
+    (6, 16384),
+    (0xfe03, 1),
+];
+
+/// chttp2's view of the one stream.
 #[derive(Default)]
-struct State {
-    /// DATA of the stream not yet read by the application.
-    unread: BytesMut,
-    received: u64,
-    /// Credit sent so far on the stream (above the initial window) and on the connection.
-    credited: u64,
-    conn_credited: u64,
-    /// While the application waits: the bytes its next message still needs.
-    waiting_for: Option<u64>,
+struct Flow {
+    /// The announced window minus the initial window: credit sent minus DATA received.
+    announced_delta: i64,
+    min_progress: i64,
+    pending: Option<i64>,
+    /// Parsed DATA payload not yet handed to the application.
+    storage: BytesMut,
+    read_posted: bool,
+    delivered: VecDeque<Bytes>,
     ended: bool,
+    /// DATA bytes received and connection credit sent, for the connection window.
+    received: u64,
+    conn_credited: u64,
 }
 
-impl State {
-    /// Stream credit earned but not yet sent.
-    fn owed(&self) -> u64 {
-        let target = self.received - self.unread.len() as u64 + self.waiting_for.unwrap_or(0);
-        target.saturating_sub(self.credited)
+impl Flow {
+    /// A DATA frame's header was parsed.
+    fn recv_data(&mut self, len: usize) {
+        let len = len as i64;
+        self.announced_delta -= len;
+        self.min_progress -= self.min_progress.min(len);
+        self.received += len as u64;
     }
 
-    /// The bytes the next message still needs, if it is not complete.
-    fn need(&self) -> Option<u64> {
-        if self.unread.len() < 5 {
-            return Some(5 - self.unread.len() as u64);
-        }
-        let len = u32::from_be_bytes(self.unread[1..5].try_into().unwrap()) as usize;
-        (self.unread.len() < 5 + len).then(|| (5 + len - self.unread.len()) as u64)
+    /// Part of a DATA frame's payload was parsed.
+    fn recv_payload(&mut self, bytes: &[u8]) {
+        self.storage.extend_from_slice(bytes);
+        self.maybe_complete();
     }
 
-    fn take_message(&mut self) -> Option<Bytes> {
-        if self.need().is_some() {
-            return None;
+    /// The application asks for the next message.
+    fn post_read(&mut self) {
+        self.read_posted = true;
+        self.maybe_complete();
+    }
+
+    /// `grpc_chttp2_maybe_complete_recv_message`.
+    fn maybe_complete(&mut self) {
+        if !self.read_posted {
+            return;
         }
-        let len = u32::from_be_bytes(self.unread[1..5].try_into().unwrap()) as usize;
-        self.unread.advance(5);
-        Some(self.unread.split_to(len).freeze())
+        match self.need() {
+            Some(need) => self.min_progress = need as i64,
+            None => {
+                let len = u32::from_be_bytes(self.storage[1..5].try_into().unwrap()) as usize;
+                self.storage.advance(GRPC_HEADER);
+                let message = self.storage.split_to(len).freeze();
+                self.delivered.push_back(message);
+                self.read_posted = false;
+            }
+        }
+        self.pending = Some(self.storage.len() as i64);
+    }
+
+    /// Bytes the next message still needs, or `None` if it is complete.
+    fn need(&self) -> Option<usize> {
+        if self.storage.len() < GRPC_HEADER {
+            return Some(GRPC_HEADER - self.storage.len());
+        }
+        let len = u32::from_be_bytes(self.storage[1..5].try_into().unwrap()) as usize;
+        let have = self.storage.len() - GRPC_HEADER;
+        (have < len).then(|| len - have)
+    }
+
+    /// `StreamFlowControl::DesiredAnnounceSize`.
+    fn desired(&self) -> i64 {
+        let target = if self.min_progress == 0 {
+            match self.pending {
+                Some(p) if self.announced_delta < -p => -p,
+                _ => self.announced_delta,
+            }
+        } else {
+            self.min_progress
+        };
+        (target - self.announced_delta).max(0)
     }
 }
 
 /// One server-streaming call.
 pub struct CoreStream {
-    state: Arc<Mutex<State>>,
+    flow: Arc<Mutex<Flow>>,
     changed: Arc<Notify>,
     _reader: tokio::task::JoinHandle<()>,
 }
@@ -80,39 +141,35 @@ impl CoreStream {
         let (mut rd, mut wr) = tcp.into_split();
         let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         let mut settings = Vec::new();
-        for (id, value) in [(2u16, 0u32), (4, WINDOW), (5, WINDOW)] {
+        for (id, value) in SETTINGS {
             settings.extend_from_slice(&id.to_be_bytes());
             settings.extend_from_slice(&value.to_be_bytes());
         }
         out.extend(frame(0x4, 0, 0, &settings));
+        // The connection window grows to the stream window at once, as grpcio's does.
+        out.extend(frame(0x8, 0, 0, &(WINDOW - 65_535).to_be_bytes()));
         out.extend(frame(
             0x1,
             0x4,
             STREAM,
             &request_headers(path, &addr.to_string()),
         ));
-        out.extend(frame(0x8, 0, STREAM, &5u32.to_be_bytes()));
         let mut body = vec![0];
         body.extend_from_slice(&(request.len() as u32).to_be_bytes());
         body.extend_from_slice(request);
         out.extend(frame(0x0, 0x1, STREAM, &body));
         wr.write_all(&out).await.unwrap();
 
-        let state = Arc::new(Mutex::new(State {
-            waiting_for: Some(5),
-            credited: 5,
-            ..State::default()
-        }));
+        let flow = Arc::new(Mutex::new(Flow::default()));
         let changed = Arc::new(Notify::new());
-        let (s, c) = (state.clone(), changed.clone());
+        let (f, c) = (flow.clone(), changed.clone());
         let reader = tokio::spawn(async move {
-            if read_frames(&mut rd, wr, &s, &c).await.is_err() {
-                s.lock().unwrap().ended = true;
-                c.notify_waiters();
-            }
+            let _ = read_frames(&mut rd, wr, &f, &c).await;
+            f.lock().unwrap().ended = true;
+            c.notify_waiters();
         });
         CoreStream {
-            state,
+            flow,
             changed,
             _reader: reader,
         }
@@ -120,84 +177,148 @@ impl CoreStream {
 
     /// The next message, as the application reads it; `None` once the stream has ended.
     pub async fn next(&mut self) -> Option<Bytes> {
+        {
+            let mut f = self.flow.lock().unwrap();
+            if f.delivered.is_empty() && !f.ended {
+                f.post_read();
+            }
+        }
         loop {
             let wake = self.changed.notified();
             {
-                let mut s = self.state.lock().unwrap();
-                if let Some(m) = s.take_message() {
-                    s.waiting_for = None;
+                let mut f = self.flow.lock().unwrap();
+                if let Some(m) = f.delivered.pop_front() {
                     return Some(m);
                 }
-                if s.ended {
+                if f.ended {
                     return None;
                 }
-                s.waiting_for = s.need();
             }
             wake.await;
         }
     }
 }
 
+/// Where the parser is in the server's byte stream.
+enum Parse {
+    Head(Vec<u8>),
+    /// Inside a frame: its type, flags, stream, the payload bytes still to come, and (for
+    /// frames other than DATA, which are parsed whole) the payload so far.
+    Body {
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        left: usize,
+        whole: Vec<u8>,
+    },
+}
+
 async fn read_frames(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     mut wr: OwnedWriteHalf,
-    state: &Mutex<State>,
+    flow: &Mutex<Flow>,
     changed: &Notify,
 ) -> std::io::Result<()> {
+    let mut parse = Parse::Head(Vec::new());
+    let mut buf = vec![0u8; READ_SIZE];
     loop {
-        let mut head = [0u8; 9];
-        rd.read_exact(&mut head).await?;
-        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
-        let (kind, flags) = (head[3], head[4]);
-        let stream = u32::from_be_bytes(head[5..9].try_into().unwrap()) & 0x7fff_ffff;
-        let mut payload = vec![0u8; len];
-        rd.read_exact(&mut payload).await?;
-        match kind {
-            0x0 if stream == STREAM => {
-                let mut s = state.lock().unwrap();
-                s.unread.extend_from_slice(&payload);
-                s.received += len as u64;
-                s.ended |= flags & 0x1 != 0;
-                drop(s);
-                changed.notify_waiters();
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut acks = Vec::new();
+        let mut bytes = &buf[..n];
+        let mut ended = false;
+        while !bytes.is_empty() {
+            match &mut parse {
+                Parse::Head(head) => {
+                    let take = (9 - head.len()).min(bytes.len());
+                    head.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    if head.len() < 9 {
+                        continue;
+                    }
+                    let len = (usize::from(head[0]) << 16)
+                        | (usize::from(head[1]) << 8)
+                        | usize::from(head[2]);
+                    let (kind, flags) = (head[3], head[4]);
+                    let stream = u32::from_be_bytes(head[5..9].try_into().unwrap()) & 0x7fff_ffff;
+                    if kind == 0x0 && stream == STREAM {
+                        flow.lock().unwrap().recv_data(len);
+                    }
+                    parse = Parse::Body {
+                        kind,
+                        flags,
+                        stream,
+                        left: len,
+                        whole: Vec::new(),
+                    };
+                }
+                Parse::Body {
+                    kind,
+                    stream,
+                    left,
+                    whole,
+                    ..
+                } => {
+                    let take = (*left).min(bytes.len());
+                    if *kind == 0x0 && *stream == STREAM {
+                        flow.lock().unwrap().recv_payload(&bytes[..take]);
+                    } else {
+                        whole.extend_from_slice(&bytes[..take]);
+                    }
+                    *left -= take;
+                    bytes = &bytes[take..];
+                }
             }
-            0x1 if flags & 0x1 != 0 => {
-                state.lock().unwrap().ended = true;
-                changed.notify_waiters();
+            if let Parse::Body {
+                kind,
+                flags,
+                left: 0,
+                whole,
+                ..
+            } = &parse
+            {
+                match (*kind, *flags & 0x1 != 0) {
+                    (0x0, true) | (0x1, true) | (0x3, _) | (0x7, _) => ended = true,
+                    (0x4, false) => acks.extend(frame(0x4, 0x1, 0, &[])),
+                    (0x6, false) => acks.extend(frame(0x6, 0x1, 0, whole)),
+                    _ => {}
+                }
+                parse = Parse::Head(Vec::new());
             }
-            0x3 | 0x7 => {
-                state.lock().unwrap().ended = true;
-                changed.notify_waiters();
-                return Ok(());
-            }
-            // A write of ours: owed credits go with it.
-            0x4 if flags & 0x1 == 0 => {
-                write_with_credit(&mut wr, state, frame(0x4, 0x1, 0, &[])).await?
-            }
-            0x6 if flags & 0x1 == 0 => {
-                write_with_credit(&mut wr, state, frame(0x6, 0x1, 0, &payload)).await?
-            }
-            _ => {}
+        }
+        if ended {
+            flow.lock().unwrap().ended = true;
+        }
+        changed.notify_waiters();
+        if !acks.is_empty() {
+            write_with_credit(&mut wr, flow, acks).await?;
+        }
+        if ended {
+            return Ok(());
         }
     }
 }
 
+/// A write of ours: the credits owed at this moment go with it.
 async fn write_with_credit(
     wr: &mut OwnedWriteHalf,
-    state: &Mutex<State>,
+    flow: &Mutex<Flow>,
     mut out: Vec<u8>,
 ) -> std::io::Result<()> {
     {
-        let mut s = state.lock().unwrap();
-        let owed = s.owed();
-        if owed > 0 {
-            out.extend(frame(0x8, 0, STREAM, &(owed as u32).to_be_bytes()));
-            s.credited += owed;
+        let mut f = flow.lock().unwrap();
+        let announce = f.desired();
+        if announce > 0 {
+            out.extend(frame(0x8, 0, STREAM, &(announce as u32).to_be_bytes()));
+            f.announced_delta += announce;
+            f.pending = None;
         }
-        let conn_owed = s.received - s.conn_credited;
+        let conn_owed = f.received - f.conn_credited;
         if conn_owed > 0 {
             out.extend(frame(0x8, 0, 0, &(conn_owed as u32).to_be_bytes()));
-            s.conn_credited += conn_owed;
+            f.conn_credited += conn_owed;
         }
     }
     wr.write_all(&out).await

@@ -2,7 +2,7 @@
 """How fresh are the frames a stock grpcio client reads? A measurement, with grpcio at its
 default settings (4 MiB stream window, credits as the application reads).
 
-    freshness.py HOST:PORT [--contract v1|seed] [--fps F] [--duration S]
+    freshness.py HOST:PORT [--contract v1|tutorial] [--fps F] [--duration S]
                            [--pause S] [--viewers N] [--json] [--check-lag N]
 
 Modes:
@@ -14,16 +14,16 @@ Modes:
 - --viewers N: N viewers opened at once from this process (grpcio puts them all on one HTTP/2
   connection); reports how long each waited for its first frame or the status that refused it.
 
-Frame age: camcast.v1 frames carry capture_time_unix_us and seq. Seed-contract frames carry
-only the JPEG, so a reference camcast.v1 reader on a connection of its own reads every frame
-at full rate and records each JPEG's hash with its seq and capture time; a seed frame's age
-and sequence number come from the reference frame with identical bytes (the hub hands the
-same buffer to both). Seed frames the reference missed are counted as unmatched.
+Frame age: camcast.v1 frames carry capture_time_unix_us and seq. The tutorial API's frames
+carry only the JPEG, so a reference camcast.v1 reader on a connection of its own reads every
+frame at full rate and records each JPEG's hash with its seq and capture time; a tutorial
+frame's age and sequence number come from the reference frame with identical bytes (the hub
+hands the same buffer to both). Frames the reference missed are counted as unmatched.
 
 Lag, in frames: the newest seq the reference has seen when the measured viewer reads a frame,
 minus that frame's seq. It needs no clock and is what --check-lag N judges: exit status 1
-unless the worst lag over the last 10 s (after a pause: of the frames after the first one) is
-at most N and the viewer skipped frames. Without --check-lag the exit status is 0 whatever was measured.
+unless the worst lag over the last 10 s (after a pause: of every frame read after it, the
+first one included) is at most N and the viewer skipped frames. Without --check-lag the exit status is 0 whatever was measured.
 """
 import argparse
 import hashlib
@@ -102,14 +102,14 @@ class Viewer:
 
     def __init__(self, mods, channel, contract, reference, name):
         self.lags = []
-        grpc, seed, seed_grpc, v1, v1_grpc = mods
+        grpc, tutorial, tutorial_grpc, v1, v1_grpc = mods
         self.contract, self.reference = contract, reference
         self.unmatched = 0
         if contract == "v1":
             self.stream = v1_grpc.CameraStub(channel).StreamFrames(v1.StreamRequest(viewer_name=name))
         else:
-            self.stream = seed_grpc.WebcamStreamingStub(channel).StartWebcamStreaming(
-                seed.ClientName(clientName=name))
+            self.stream = tutorial_grpc.WebcamStreamingStub(channel).StartWebcamStreaming(
+                tutorial.ClientName(clientName=name))
         self.last_seq = None
 
     def read(self):
@@ -172,11 +172,11 @@ def run_one(mods, args, target, reference):
         after = [s for s in samples[before:] if s[2] is not None]
         after_lags = [lag for _, lag in viewer.lags[lags_before:]]
         result["first_lag_after_pause"] = after_lags[0] if after_lags else None
-        result["lag_max_after_pause_except_first"] = max(after_lags[1:]) if len(after_lags) > 1 else None
+        result["lag_max_after_pause"] = max(after_lags) if after_lags else None
         ages = [round((t - cap) / 1000, 1) for t, _, cap, _ in after]
         result.update({"pause_s": args.pause, "ages_ms_after_pause": ages[:8],
                        "first_age_ms_after_pause": ages[0] if ages else None,
-                       "max_age_ms_after_pause_except_first": max(ages[1:]) if len(ages) > 1 else None})
+                       "max_age_ms_after_pause": max(ages) if ages else None})
     else:
         paced(viewer, args.fps, args.duration, samples)
         result.update(summarise(samples, samples[-1][0]))
@@ -190,7 +190,7 @@ def run_one(mods, args, target, reference):
 
 
 def run_many(mods, args, target):
-    grpc, seed, seed_grpc, v1, v1_grpc = mods
+    grpc, _, _, v1, v1_grpc = mods
     channel = grpc.insecure_channel(target)
     grpc.channel_ready_future(channel).result(timeout=10)
     results = [None] * args.viewers
@@ -237,7 +237,8 @@ def run_many(mods, args, target):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("target")
-    p.add_argument("--contract", choices=["v1", "seed"], default="v1")
+    # "seed" is the tutorial API's old name.
+    p.add_argument("--contract", choices=["v1", "tutorial", "seed"], default="v1")
     p.add_argument("--fps", type=float, default=10)
     p.add_argument("--duration", type=float, default=30)
     p.add_argument("--pause", type=float, default=0)
@@ -245,14 +246,16 @@ def main():
     p.add_argument("--json", action="store_true")
     p.add_argument("--check-lag", type=int, default=None)
     args = p.parse_args()
+    if args.contract == "seed":
+        args.contract = "tutorial"
     with tempfile.TemporaryDirectory() as tmp:
         generate_stubs(pathlib.Path(tmp))
         import grpc
-        import webcam_streaming_pb2 as seed
-        import webcam_streaming_pb2_grpc as seed_grpc
+        import webcam_streaming_pb2 as tutorial
+        import webcam_streaming_pb2_grpc as tutorial_grpc
         from camcast.v1 import camera_pb2 as v1
         from camcast.v1 import camera_pb2_grpc as v1_grpc
-        mods = (grpc, seed, seed_grpc, v1, v1_grpc)
+        mods = (grpc, tutorial, tutorial_grpc, v1, v1_grpc)
         if args.viewers:
             result = run_many(mods, args, args.target)
         else:
@@ -267,9 +270,7 @@ def main():
             print(f"{k}: {v}")
     if args.check_lag is None or args.viewers:
         return 0
-    # After a pause, grpc core sometimes credits ahead just before it, so one frame may have
-    # been sent unasked and waited out the pause (docs/flow-control.md); the rest must be fresh.
-    lag = result.get("lag_max_after_pause_except_first" if args.pause else "lag_max_last_10s")
+    lag = result.get("lag_max_after_pause" if args.pause else "lag_max_last_10s")
     if lag is None or lag > args.check_lag or result["skipped_total"] == 0:
         print(f"FAIL: lag {lag} frames (at most {args.check_lag}), "
               f"{result['skipped_total']} skipped (want > 0)")
