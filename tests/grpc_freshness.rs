@@ -185,6 +185,119 @@ async fn after_a_pause_the_next_frame_is_the_newest() {
     server.stop().await.unwrap();
 }
 
+/// A tonic client with a 4 MiB stream window: it credits only once a third of it is read.
+async fn big_window_channel(server: &TestServer) -> client::Conn {
+    let channel = tonic::transport::Endpoint::from_shared(client::endpoint_uri(&server.target()))
+        .unwrap()
+        .initial_stream_window_size(4 << 20)
+        .connect()
+        .await
+        .unwrap();
+    client::untokened(channel)
+}
+
+/// PullFrames (camcast-view's way): a frame only when asked, whatever the client's window
+/// and however it credits.
+#[tokio::test]
+async fn a_slow_pull_reader_gets_frames_within_two_of_the_newest() {
+    let server = TestServer::pattern(640, 480, 30.0).await;
+    let mut stream = FrameStream::pull(big_window_channel(&server).await, "puller", 0.0)
+        .await
+        .unwrap();
+    let (mut reads, mut skipped) = (0, 0);
+    for _ in 0..8 {
+        let f = stream.next().await.unwrap().expect("a frame");
+        let (seq, newest) = (f.seq.unwrap(), newest(&server));
+        assert!(
+            newest - seq <= 2,
+            "frame {seq} read while the newest is {newest}"
+        );
+        (reads, skipped) = (reads + 1, skipped + f.skipped);
+        tokio::time::sleep(SLOW).await;
+    }
+    let v = viewer(&server, "puller");
+    assert_eq!(v.frames_sent, reads, "one frame per request: {v:?}");
+    assert!(skipped > 0 && v.frames_skipped > 0, "{v:?}");
+    drop(stream);
+    common::eventually("the viewer is gone", || async {
+        server.hub.viewer_count() == 0
+    })
+    .await;
+    server.stop().await.unwrap();
+}
+
+/// Requests do not add up: a viewer that sends a hundred at once and then reads nothing for
+/// a second (30 frames captured) has at most the frame or two answering them waiting for it,
+/// and one that keeps asking gets each captured frame at most once.
+#[tokio::test]
+async fn a_viewer_that_floods_requests_gets_no_queue() {
+    let server = TestServer::pattern(320, 240, 30.0).await;
+    let (requests, queue) = tokio::sync::mpsc::channel(1000);
+    let first = pb::v1::PullRequest {
+        viewer_name: "flood".into(),
+        max_fps: 0.0,
+    };
+    requests.send(first).await.unwrap();
+    for _ in 0..99 {
+        requests.send(pb::v1::PullRequest::default()).await.unwrap();
+    }
+    let mut frames = client::camera_client(server.channel().await)
+        .pull_frames(tokio_stream::wrappers::ReceiverStream::new(queue))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = viewer(&server, "flood").frames_sent;
+    assert!(newest(&server) >= 30, "the camera went on meanwhile");
+    assert!(
+        (1..=2).contains(&sent),
+        "{sent} frames sent for 100 requests at once"
+    );
+    let mut got = 0;
+    for _ in 0..sent {
+        frames.message().await.unwrap().expect("the answer");
+        got += 1;
+    }
+    // Asking without pause while reading: never more frames than the camera captured.
+    let flooding = tokio::spawn({
+        let requests = requests.clone();
+        async move {
+            for _ in 0..1000 {
+                if requests.send(pb::v1::PullRequest::default()).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    let captured_before = newest(&server);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let f = frames.message().await.unwrap().expect("a frame");
+        assert!(seen.insert(f.seq), "frame {} sent twice", f.seq);
+        got += 1;
+    }
+    assert!(
+        seen.len() as u64 <= newest(&server) - captured_before + 1,
+        "no more frames than the camera captured"
+    );
+    flooding.abort();
+    drop(requests);
+    // The viewer's side is closed: what it asked for comes, then OK.
+    let mut after = 0;
+    while let Some(f) = frames.message().await.unwrap() {
+        assert!(seen.insert(f.seq));
+        after += 1;
+    }
+    assert!(after <= 1, "{after} frames after the last request");
+    assert!(got + after < 1000, "one frame per request at most");
+    common::eventually("the viewer is gone", || async {
+        server.hub.viewer_count() == 0
+    })
+    .await;
+    server.stop().await.unwrap();
+}
+
 /// tonic's client (h2) credits only once a third of its window is read, so the server cannot
 /// see a slow reader before then. What it guarantees such a client: it keeps getting frames,
 /// skips the rest, and has at most half its window sent ahead of it (not all of it).
@@ -198,7 +311,7 @@ async fn a_slow_batch_crediting_reader_is_neither_stalled_nor_flooded() {
         .connect()
         .await
         .unwrap();
-    let mut stream = FrameStream::open(client::untokened(channel), false, "batch", 0.0)
+    let mut stream = FrameStream::stream(client::untokened(channel), "batch", 0.0)
         .await
         .unwrap();
     let (mut reads, mut smallest, mut largest) = (0u64, usize::MAX, 0);

@@ -16,11 +16,9 @@ mod streaming;
 mod v1;
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::Stream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -92,8 +90,6 @@ impl GrpcSettings {
         }
     }
 }
-
-type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Serves every gRPC service on `listener`, under `protection`, until `shutdown` resolves; then
 /// stops accepting and waits for connections to finish (viewer streams end with an OK status

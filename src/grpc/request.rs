@@ -33,7 +33,7 @@ pub async fn decode_body<M>(body: Bytes) -> Result<Vec<M>, Status>
 where
     M: prost::Message + Default + Send + 'static,
 {
-    let mut stream = decoder::<M, _>(Full::new(body), MAX_REQUEST_BYTES);
+    let mut stream = request_stream::<M, _>(Full::new(body), MAX_REQUEST_BYTES);
     let mut messages = Vec::new();
     while let Some(m) = stream.message().await? {
         messages.push(m);
@@ -50,7 +50,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send,
 {
-    let mut stream = decoder::<M, B>(body, limit);
+    let mut stream = request_stream::<M, B>(body, limit);
     let message = stream
         .message()
         .await?
@@ -59,7 +59,9 @@ where
     Ok(message)
 }
 
-fn decoder<M, B>(body: B, limit: usize) -> Streaming<M>
+/// The messages of a request body as tonic's servers read them: uncompressed, at most
+/// `limit` bytes each (more is OUT_OF_RANGE), undecodable ones INTERNAL with prost's reason.
+pub fn request_stream<M, B>(body: B, limit: usize) -> Streaming<M>
 where
     M: prost::Message + Default + Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,

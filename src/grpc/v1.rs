@@ -1,9 +1,9 @@
 //! The `camcast.v1.Camera` service: frames with metadata, snapshots and server info.
 
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::request::checked_name;
-use super::{FrameStream, GrpcSettings};
+use super::GrpcSettings;
 use crate::frame::{Frame as HubFrame, FrameOrigin};
 use crate::hub::{Api, Hub, HubReport, RateCap, ViewerInfo};
 use crate::pb::v1::{self as pb, camera_server::Camera};
@@ -20,19 +20,30 @@ impl CameraService {
     }
 }
 
+/// The live-frame methods' response type in the generated trait; they are never served here.
+type NotServedHere = futures_util::stream::Empty<Result<pb::Frame, Status>>;
+
 #[tonic::async_trait]
 impl Camera for CameraService {
-    type StreamFramesStream = FrameStream<pb::Frame>;
+    type StreamFramesStream = NotServedHere;
+    type PullFramesStream = NotServedHere;
 
-    /// Never called: the server answers this method itself, paced by the viewer's HTTP/2
-    /// credits (`grpc::streaming`), before a request could reach tonic.
+    /// Unreachable: `grpc::server` hands the live-frame methods to `grpc::streaming` before a
+    /// request could reach tonic (tonic's server hides the credits they are paced by). The
+    /// generated trait still requires them.
     async fn stream_frames(
         &self,
-        _request: Request<pb::StreamRequest>,
-    ) -> Result<Response<Self::StreamFramesStream>, Status> {
-        Err(Status::internal(
-            "StreamFrames is served by grpc::streaming, not through tonic",
-        ))
+        _: Request<pb::StreamRequest>,
+    ) -> Result<Response<NotServedHere>, Status> {
+        Err(Status::internal("served by grpc::streaming"))
+    }
+
+    /// Unreachable, as `stream_frames`.
+    async fn pull_frames(
+        &self,
+        _: Request<Streaming<pb::PullRequest>>,
+    ) -> Result<Response<NotServedHere>, Status> {
+        Err(Status::internal("served by grpc::streaming"))
     }
 
     async fn snapshot(
