@@ -265,6 +265,24 @@ impl AsyncWrite for Admitted {
     }
 }
 
+/// What a connection is served over: an admitted socket, or TLS on one. Both ports take
+/// either, and reach the admission facts through it.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn admitted(&self) -> &Admitted;
+}
+
+impl Transport for Admitted {
+    fn admitted(&self) -> &Admitted {
+        self
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<Admitted> {
+    fn admitted(&self) -> &Admitted {
+        self.get_ref().0
+    }
+}
+
 /// The connection facts of a request (plain TCP or TLS alike).
 pub fn conn_info<B>(req: &http::Request<B>) -> Option<&ConnInfo> {
     req.extensions().get()

@@ -349,10 +349,7 @@ async fn pull_requests_are_checked_like_every_request() {
         assert_eq!(status.code(), code, "{status:?}");
         assert!(status.message().contains(words), "{status:?}");
         assert!(frames <= 1, "{frames} frames");
-        eventually("no viewer slot is left", || async {
-            server.hub.viewer_count() == 0
-        })
-        .await;
+        server.viewers_gone().await;
     }
     // Asking for nothing, then for two frames.
     let (frames, end) = raw_pull(&server, vec![]).await;
@@ -360,10 +357,7 @@ async fn pull_requests_are_checked_like_every_request() {
     let asked = vec![request("two", 0.0), request("", 0.0)];
     let (frames, end) = raw_pull(&server, asked).await;
     assert!(end.is_ok() && (1..=2).contains(&frames), "{frames} {end:?}");
-    eventually("no viewer slot is left", || async {
-        server.hub.viewer_count() == 0
-    })
-    .await;
+    server.viewers_gone().await;
     server.stop().await.unwrap();
 }
 

@@ -219,10 +219,7 @@ async fn a_slow_pull_reader_gets_frames_within_two_of_the_newest() {
     assert_eq!(v.frames_sent, reads, "one frame per request: {v:?}");
     assert!(skipped > 0 && v.frames_skipped > 0, "{v:?}");
     drop(stream);
-    common::eventually("the viewer is gone", || async {
-        server.hub.viewer_count() == 0
-    })
-    .await;
+    server.viewers_gone().await;
     server.stop().await.unwrap();
 }
 
@@ -291,10 +288,7 @@ async fn a_viewer_that_floods_requests_gets_no_queue() {
     }
     assert!(after <= 1, "{after} frames after the last request");
     assert!(got + after < 1000, "one frame per request at most");
-    common::eventually("the viewer is gone", || async {
-        server.hub.viewer_count() == 0
-    })
-    .await;
+    server.viewers_gone().await;
     server.stop().await.unwrap();
 }
 

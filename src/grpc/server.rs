@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use h2::server::SendResponse;
 use h2::{Ping, PingPong, RecvStream};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -28,7 +27,7 @@ use super::bridge::{self, TonicService};
 use super::credit::{CreditBook, CreditTap};
 use super::message::Chunk;
 use super::streaming::{self, Contract, Streams};
-use crate::admission::Admitted;
+use crate::admission::{Admitted, Transport};
 
 /// While a paced stream waits for credit that a PING would flush, PINGs go this often at
 /// first, backing off to [`FLUSH_PING_MAX`] while the viewer keeps not reading. What a slow
@@ -86,23 +85,6 @@ async fn connection<S: TonicService + Sync>(conn: Admitted, shared: Arc<Shared<S
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         },
         () = shared.abandon.cancelled() => {}
-    }
-}
-
-/// The admitted connection under a transport (plain or TLS).
-trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    fn admitted(&self) -> &Admitted;
-}
-
-impl Transport for Admitted {
-    fn admitted(&self) -> &Admitted {
-        self
-    }
-}
-
-impl Transport for tokio_rustls::server::TlsStream<Admitted> {
-    fn admitted(&self) -> &Admitted {
-        self.get_ref().0
     }
 }
 

@@ -130,6 +130,14 @@ impl TestServer {
         self.http.expect("a server started with HTTP")
     }
 
+    /// Waits until no viewer is registered: every stream that ended has given back its slot.
+    pub async fn viewers_gone(&self) {
+        eventually("no viewer slot is left", || async {
+            self.hub.viewer_count() == 0
+        })
+        .await;
+    }
+
     /// Begins shutdown and waits for every part of the server to finish.
     pub async fn stop(self) -> Result<(), ServerError> {
         self.shutdown_begun.cancel();
