@@ -179,6 +179,12 @@ settings! {
         #[arg(long, value_name = "N")]
         pub max_viewers: Option<Count>,
 
+        /// Of those, viewers one host may have (a remote IPv6 site counts as one host per
+        /// /64); more are refused with the limit. At most max_connections_per_address. Raise it
+        /// for a relay or proxy [default: 8].
+        #[arg(long, alias = "max-viewers-per-addr", value_name = "N")]
+        pub max_viewers_per_address: Option<Count>,
+
         /// Longest viewer name accepted, in bytes [default: 64].
         #[arg(long, value_name = "BYTES")]
         pub max_name_len: Option<Count>,
@@ -430,6 +436,22 @@ impl Config {
             height: 480,
         });
         let keepalive_interval = s.keepalive_secs.map_or(Duration::from_secs(10), |s| s.0);
+        let conns_per_address = s
+            .max_connections_per_address
+            .map_or(conn.per_address, |n| n.0);
+        // An HTTP viewer holds a connection: past the connection cap it would be closed
+        // unanswered instead of refused with a reason. So the viewer cap stays within it.
+        let viewers_per_address = match s.max_viewers_per_address {
+            Some(n) if n.0 > conns_per_address => {
+                return Err(format!(
+                    "max_viewers_per_address ({}) is above max_connections_per_address \
+                     ({conns_per_address}); raise both",
+                    n.0
+                ))
+            }
+            Some(n) => n.0,
+            None => hub.max_viewers_per_address.min(conns_per_address),
+        };
         Ok(Config {
             listen: s.listen.unwrap_or((Ipv6Addr::UNSPECIFIED, 1234).into()),
             http: http.listen,
@@ -448,6 +470,7 @@ impl Config {
             },
             hub: HubConfig {
                 max_viewers: s.max_viewers.map_or(hub.max_viewers, |n| n.0),
+                max_viewers_per_address: viewers_per_address,
                 linger: c.linger_secs.map_or(hub.linger, |s| s.0),
                 always_on: c.always_on.unwrap_or(false),
                 ..hub
@@ -458,9 +481,7 @@ impl Config {
                 .keepalive_timeout_secs
                 .map_or(Duration::from_secs(20), |s| s.0),
             conn: ConnLimits {
-                per_address: s
-                    .max_connections_per_address
-                    .map_or(conn.per_address, |n| n.0),
+                per_address: conns_per_address,
                 handshake_timeout: s
                     .handshake_timeout_secs
                     .map_or(conn.handshake_timeout, |s| s.0),
@@ -692,6 +713,26 @@ mod tests {
     }
 
     #[test]
+    fn viewers_per_address_has_a_key_a_flag_and_stays_under_the_connection_cap() {
+        assert_eq!(Config::default().hub.max_viewers_per_address, 8);
+        let c = Config::from_toml(
+            "[server]\nmax_viewers_per_address = 20\nmax_connections_per_address = 20\n",
+        )
+        .unwrap();
+        assert_eq!(c.hub.max_viewers_per_address, 20);
+        let cli = Cli::parse_from(["camcast", "--max-viewers-per-address", "3"]);
+        assert_eq!(Config::load(&cli).unwrap().hub.max_viewers_per_address, 3);
+        let err = Config::from_toml("[server]\nmax_viewers_per_address = 20\n").unwrap_err();
+        assert!(err.contains("max_connections_per_address (16)"), "{err}");
+        let fewer_conns = Config::from_toml("[server]\nmax_connections_per_address = 3\n");
+        assert_eq!(
+            fewer_conns.unwrap().hub.max_viewers_per_address,
+            3,
+            "follows it down"
+        );
+    }
+
+    #[test]
     fn every_limit_has_a_key_and_a_default() {
         let d = Config::from_toml("").unwrap();
         assert_eq!(d.conn, ConnLimits::default());
@@ -835,7 +876,7 @@ mod tests {
     /// configuration as the new ones, and it differs from the default.
     #[test]
     fn old_flag_and_key_spellings_still_work() {
-        let renamed_flags: [(&[&str], &[&str]); 11] = [
+        let renamed_flags: [(&[&str], &[&str]); 12] = [
             (
                 &["--max-conns-per-addr", "3"],
                 &["--max-connections-per-address", "3"],
@@ -868,6 +909,10 @@ mod tests {
                 &["--controls", "Brightness=3"],
             ),
             (&["--no-seed"], &["--no-tutorial-api"]),
+            (
+                &["--max-viewers-per-addr", "3"],
+                &["--max-viewers-per-address", "3"],
+            ),
         ];
         let load = |args: &[&str]| {
             let cli = Cli::try_parse_from(std::iter::once("camcast").chain(args.iter().copied()));

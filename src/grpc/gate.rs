@@ -10,9 +10,8 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::Status;
 
-use crate::admission::{conn_info, ConnInfo, Tracked};
+use crate::admission::{conn_info, ConnInfo, Refusal, Tracked};
 use crate::auth::Tokens;
-use crate::metrics::Refusal;
 
 /// Paths reachable without a token: health says only "serving or not", and monitoring
 /// (grpc_health_probe, load balancers) should not need a viewer's secret.

@@ -19,6 +19,8 @@ use camcast::status::StatusCell;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod mjpeg_reader;
+
 /// A real server (`camcast::server`) on ephemeral loopback ports.
 pub struct TestServer {
     /// The gRPC port.

@@ -19,15 +19,8 @@ CAMCAST_HOST_BIN=
 # The exposure score may not exceed this (systemd-analyze counts tenths: 20 = 2.0).
 MAX_EXPOSURE_TENTHS=20
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); printf 'ok    %s\n' "$*"; }
-bad() { fail=$((fail + 1)); printf 'FAIL  %s\n' "$*"; }
-check() { # check DESCRIPTION COMMAND...
-  local what=$1
-  shift
-  if "$@"; then ok "$what"; else bad "$what"; fi
-}
+# shellcheck source=scripts/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/checks.sh"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/camcast-deploy-test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -283,6 +276,4 @@ else
   echo "note: no host camcast build found; deploy/camcast.toml checked as TOML only"
 fi
 
-echo
-echo "deploy: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_summary deploy
