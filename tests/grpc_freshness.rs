@@ -335,8 +335,11 @@ async fn a_slow_batch_crediting_reader_is_neither_stalled_nor_flooded() {
 /// silently behind the connection's stream limit.
 #[tokio::test]
 async fn fifty_viewers_on_one_connection_are_served_or_refused_with_the_limit() {
+    // One program is one address: raise its share to the whole cap, which is what this
+    // test is about (the per-address cap is checked in http_api.rs).
     let cfg = HubConfig {
         max_viewers: 40,
+        max_viewers_per_address: 40,
         ..HubConfig::default()
     };
     let server = TestServer::start(common::pattern(160, 120, 30.0), cfg).await;
