@@ -490,6 +490,9 @@ async fn bad_queries_get_400_with_a_clear_message_and_harm_nothing() {
         // Once a panic after registration that leaked a viewer slot per request (issue 12).
         ("/stream.mjpg?fps=1e-30", RATE_RULE),
         ("/stream.mjpg?fps=1e-45", RATE_RULE),
+        // Rounds to 0 (no cap) as an f32: checked before narrowing (found by .ci/hostile-client).
+        ("/stream.mjpg?fps=1e-320", RATE_RULE),
+        ("/stream.mjpg?fps=1000.0001", RATE_RULE),
         ("/stream.mjpg?fps=0.009", RATE_RULE),
         ("/stream.mjpg?fps=1e30", RATE_RULE),
         (&format!("/stream.mjpg?name={long_name}"), "at most 64"),
