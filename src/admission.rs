@@ -9,8 +9,8 @@
 //!   watching viewer always has one open, so only abandoned connections go.
 //!
 //! The accept side knows sockets and the request side knows requests; they meet in
-//! [`ConnInfo`], which tonic copies into every request's extensions. [`ActivityLayer`] counts a
-//! request as open until its response body is dropped, and the connection's read side checks
+//! [`ConnInfo`], which the transports put into every request's extensions. A request counts as
+//! open until its response body is dropped ([`Tracked`]), and the connection's read side checks
 //! the count when its timer fires.
 
 use std::collections::HashMap;
@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
@@ -264,32 +263,32 @@ impl AsyncWrite for Admitted {
     }
 }
 
-impl tonic::transport::server::Connected for Admitted {
-    type ConnectInfo = ConnInfo;
+/// What a connection is served over: an admitted socket, or TLS on one. Both ports take
+/// either, and reach the admission facts through it.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn admitted(&self) -> &Admitted;
+}
 
-    fn connect_info(&self) -> ConnInfo {
-        self.info.clone()
+impl Transport for Admitted {
+    fn admitted(&self) -> &Admitted {
+        self
     }
 }
 
-/// The connection facts of a request, over plain TCP or TLS.
+impl Transport for tokio_rustls::server::TlsStream<Admitted> {
+    fn admitted(&self) -> &Admitted {
+        self.get_ref().0
+    }
+}
+
+/// The connection facts of a request (plain TCP or TLS alike).
 pub fn conn_info<B>(req: &http::Request<B>) -> Option<&ConnInfo> {
-    conn_info_in(req.extensions())
+    req.extensions().get()
 }
 
-/// The peer address of a gRPC request, whichever listener it came through.
+/// The peer address of a gRPC request.
 pub fn peer_addr<T>(req: &tonic::Request<T>) -> Option<SocketAddr> {
-    conn_info_in(req.extensions())
-        .map(|c| c.remote)
-        .or_else(|| req.remote_addr())
-}
-
-/// tonic stores our connect info as is on plain TCP, and wrapped on TLS.
-fn conn_info_in(ext: &http::Extensions) -> Option<&ConnInfo> {
-    ext.get::<ConnInfo>().or_else(|| {
-        ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
-            .map(|t| t.get_ref())
-    })
+    req.extensions().get::<ConnInfo>().map(|c| c.remote)
 }
 
 /// The admission state shared by every listener of one server, so a peer's connections
@@ -335,17 +334,6 @@ impl Admission {
                 return conn;
             }
         }
-    }
-
-    /// The admitted connections of `listener` as a stream (what tonic's server takes).
-    pub fn incoming(
-        &self,
-        listener: TcpListener,
-    ) -> impl Stream<Item = io::Result<Admitted>> + Send + 'static {
-        futures_util::stream::unfold((self.clone(), listener), |(this, listener)| async move {
-            let conn = this.accept(&listener).await;
-            Some((Ok(conn), (this, listener)))
-        })
     }
 }
 

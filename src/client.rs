@@ -350,12 +350,24 @@ impl From<pb::v1::Frame> for Received {
 
 /// A live stream over either API.
 pub enum FrameStream {
+    /// camcast.v1 PullFrames: a frame each time [`FrameStream::next`] asks for one.
+    Pull(PullStream),
+    /// camcast.v1 StreamFrames: frames as the server sends them.
     V1(Streaming<pb::v1::Frame>),
     Tutorial(Streaming<pb::tutorial::CaptureImage>),
 }
 
+/// The viewer's side of PullFrames: its requests, and the frames that answer them.
+pub struct PullStream {
+    requests: tokio::sync::mpsc::Sender<pb::v1::PullRequest>,
+    frames: Streaming<pb::v1::Frame>,
+    /// A request is out that no frame has answered yet.
+    asked: bool,
+}
+
 impl FrameStream {
-    /// Opens a stream. `tutorial_api` selects the tutorial API (which ignores `max_fps`).
+    /// Opens a stream. `tutorial_api` selects the tutorial API (which ignores `max_fps`);
+    /// otherwise camcast.v1's PullFrames, or StreamFrames from a server without it.
     pub async fn open(
         channel: Conn,
         tutorial_api: bool,
@@ -368,26 +380,64 @@ impl FrameStream {
             let req = pb::tutorial::ClientName {
                 client_name: name.into(),
             };
-            Ok(FrameStream::Tutorial(
+            return Ok(FrameStream::Tutorial(
                 c.start_webcam_streaming(req).await?.into_inner(),
-            ))
-        } else {
-            let req = pb::v1::StreamRequest {
-                viewer_name: name.into(),
-                max_fps,
-            };
-            Ok(FrameStream::V1(
-                camera_client(channel)
-                    .stream_frames(req)
-                    .await?
-                    .into_inner(),
-            ))
+            ));
+        }
+        match Self::pull(channel.clone(), name, max_fps).await {
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                tracing::debug!("the server has no PullFrames: streaming instead");
+                Self::stream(channel, name, max_fps).await
+            }
+            pulled => pulled,
         }
     }
 
-    /// The next frame; `Ok(None)` when the server ended the stream cleanly.
+    /// Opens camcast.v1's PullFrames; its first request asks for the first frame.
+    pub async fn pull(channel: Conn, name: &str, max_fps: f32) -> Result<FrameStream, Status> {
+        let (requests, queue) = tokio::sync::mpsc::channel(1);
+        let first = pb::v1::PullRequest {
+            viewer_name: name.into(),
+            max_fps,
+        };
+        requests
+            .try_send(first)
+            .expect("a new channel has room for one request");
+        let frames = camera_client(channel)
+            .pull_frames(tokio_stream::wrappers::ReceiverStream::new(queue))
+            .await?
+            .into_inner();
+        Ok(FrameStream::Pull(PullStream {
+            requests,
+            frames,
+            asked: true,
+        }))
+    }
+
+    /// Opens camcast.v1's StreamFrames.
+    pub async fn stream(channel: Conn, name: &str, max_fps: f32) -> Result<FrameStream, Status> {
+        let req = pb::v1::StreamRequest {
+            viewer_name: name.into(),
+            max_fps,
+        };
+        let frames = camera_client(channel).stream_frames(req).await?;
+        Ok(FrameStream::V1(frames.into_inner()))
+    }
+
+    /// The next frame; `Ok(None)` when the server ended the stream cleanly. On PullFrames
+    /// this is when the frame is asked for, so it is as fresh as the moment of the call.
     pub async fn next(&mut self) -> Result<Option<Received>, Status> {
         Ok(match self {
+            FrameStream::Pull(p) => {
+                if !p.asked {
+                    // The call's request side is gone only if the call is: its status follows.
+                    let _ = p.requests.send(pb::v1::PullRequest::default()).await;
+                    p.asked = true;
+                }
+                let frame = p.frames.message().await?;
+                p.asked = false;
+                frame.map(Received::from)
+            }
             FrameStream::V1(s) => s.message().await?.map(Received::from),
             FrameStream::Tutorial(s) => s.message().await?.map(|m| Received {
                 jpeg: m.image_bytes,

@@ -201,7 +201,8 @@ settings! {
         #[arg(long, alias = "max-conns-per-addr", value_name = "N")]
         pub max_connections_per_address: Option<Count>,
 
-        /// HTTP/2 streams (calls) one connection may have open at once [default: 32].
+        /// HTTP/2 streams (calls) one connection may have open at once; at least the viewer cap
+        /// + 16, so viewers beyond the cap are refused by name instead of queued [default: 32].
         #[arg(long, alias = "max-streams-per-conn", value_name = "N")]
         pub max_streams_per_connection: Option<Count>,
 

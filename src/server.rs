@@ -230,7 +230,10 @@ impl Server {
             protection.clone(),
             shutdown_begun.clone().cancelled_owned(),
         );
-        transports.spawn("gRPC server", async move { Ok(grpc.await?) });
+        transports.spawn("gRPC server", async move {
+            grpc.await;
+            Ok(())
+        });
         if let Some(listener) = listeners.http {
             let cameras = vec![metrics::Camera {
                 name: metrics::DEFAULT_CAMERA.into(),
@@ -340,7 +343,7 @@ fn log_serving(addr: SocketAddr, config: &Config, protection: &Protection) {
         "camcast.v1.Camera, health, reflection (tutorial API off)"
     };
     let tls = match &protection.tls {
-        Some(t) if t.client_ca_pem.is_some() => "on, client certificates required",
+        Some(t) if t.mutual => "on, client certificates required",
         Some(_) => "on",
         None => "off",
     };

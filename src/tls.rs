@@ -42,20 +42,19 @@ pub enum TlsError {
     Config(String),
 }
 
-/// PEM text of the server's identity and client CA, validated by building the rustls config.
+/// The server's identity (and client CA), checked once and built into a rustls config that
+/// every port uses.
 #[derive(Clone)]
 pub struct ServerTls {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-    pub client_ca_pem: Option<Vec<u8>>,
-    /// The same settings as a rustls config, for transports tonic does not serve (HTTP).
+    /// Viewers must present a certificate that chains to the client CA bundle.
+    pub mutual: bool,
     pub rustls: Arc<rustls::ServerConfig>,
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTls")
-            .field("mutual", &self.client_ca_pem.is_some())
+            .field("mutual", &self.mutual)
             .finish_non_exhaustive()
     }
 }
@@ -102,22 +101,9 @@ impl ServerTls {
         })?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(ServerTls {
-            cert_pem,
-            key_pem,
-            client_ca_pem,
+            mutual: client_ca_pem.is_some(),
             rustls: Arc::new(config),
         })
-    }
-
-    /// The same identity for tonic's gRPC server.
-    pub fn tonic_config(&self) -> tonic::transport::ServerTlsConfig {
-        let mut c = tonic::transport::ServerTlsConfig::new().identity(
-            tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem),
-        );
-        if let Some(ca) = &self.client_ca_pem {
-            c = c.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-        }
-        c
     }
 }
 

@@ -13,6 +13,7 @@ use camcast::hub::HubConfig;
 use camcast::pb;
 use common::{decode, eventually, TestServer};
 use futures_util::StreamExt;
+use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Status};
@@ -110,7 +111,7 @@ async fn slow_viewer_neither_slows_others_nor_queues_on_the_server() {
     let server = TestServer::pattern(1280, 720, 15.0).await;
     // The stalled viewer advertises a small HTTP/2 window, like a congested phone on Wi-Fi.
     let stalled_channel = server.small_window_channel().await;
-    let mut stalled = FrameStream::open(stalled_channel, false, "stalled", 0.0)
+    let mut stalled = FrameStream::stream(stalled_channel, "stalled", 0.0)
         .await
         .unwrap();
     stalled.next().await.unwrap().expect("first frame");
@@ -216,16 +217,21 @@ async fn viewer_limit_answers_resource_exhausted_on_both_apis() {
 #[tokio::test]
 async fn graceful_shutdown_ends_streams_with_ok_status() {
     let server = TestServer::pattern(160, 120, 30.0).await;
-    let mut v1 = FrameStream::open(server.channel().await, false, "v1", 0.0)
+    let mut pull = FrameStream::open(server.channel().await, false, "pull", 0.0)
+        .await
+        .unwrap();
+    let mut v1 = FrameStream::stream(server.channel().await, "v1", 0.0)
         .await
         .unwrap();
     let mut tutorial = FrameStream::open(server.channel().await, true, "tutorial", 0.0)
         .await
         .unwrap();
-    v1.next().await.unwrap().unwrap();
-    tutorial.next().await.unwrap().unwrap();
+    assert!(matches!(pull, FrameStream::Pull(_)));
+    for s in [&mut pull, &mut v1, &mut tutorial] {
+        s.next().await.unwrap().unwrap();
+    }
     let stopping = tokio::spawn(server.stop());
-    for s in [&mut v1, &mut tutorial] {
+    for s in [&mut pull, &mut v1, &mut tutorial] {
         // Drain what was in flight; the stream must then end cleanly, not with an error.
         loop {
             match s.next().await {
@@ -284,6 +290,79 @@ async fn raw_call(server: &TestServer, path: &'static str, body: Bytes) -> Resul
         .await?
         .into_inner();
     stream.next().await.transpose().map(|_| ())
+}
+
+/// A PullFrames call with these raw request messages, the viewer's side closed after them:
+/// the frames it got and how it ended.
+async fn raw_pull(server: &TestServer, requests: Vec<Bytes>) -> (usize, Result<(), Status>) {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let path = PathAndQuery::from_static("/camcast.v1.Camera/PullFrames");
+    let request = tonic::Request::new(futures_util::stream::iter(requests));
+    let mut stream = match grpc.streaming(request, path, RawCodec).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (0, Err(status)),
+    };
+    let mut frames = 0;
+    loop {
+        match stream.next().await {
+            Some(Ok(_)) => frames += 1,
+            Some(Err(status)) => return (frames, Err(status)),
+            None => return (frames, Ok(())),
+        }
+    }
+}
+
+/// PullFrames' requests get the statuses every other request gets, first or later; a viewer
+/// that asks for nothing gets OK and no frame; no viewer slot is left behind.
+#[tokio::test]
+async fn pull_requests_are_checked_like_every_request() {
+    let server = TestServer::pattern(160, 120, 30.0).await;
+    let request = |name: &str, max_fps: f32| {
+        let r = pb::v1::PullRequest {
+            viewer_name: name.into(),
+            max_fps,
+        };
+        Bytes::from(r.encode_to_vec())
+    };
+    let garbage = Bytes::from_static(&[0x0a, 100, 1, 2, 3]);
+    let mut huge = vec![0x0a, 0xa0, 0x8d, 0x06]; // field 1, 100 000 bytes
+    huge.resize(4 + 100_000, b'x');
+    let cases = [
+        (vec![garbage.clone()], Code::Internal, "failed to decode"),
+        (vec![Bytes::from(huge)], Code::OutOfRange, "too large"),
+        (
+            vec![request(&"n".repeat(1000), 0.0)],
+            Code::InvalidArgument,
+            "at most 64",
+        ),
+        (
+            vec![request("x", -1.0)],
+            Code::InvalidArgument,
+            "max_fps must be",
+        ),
+        (
+            vec![request("x", 0.0), garbage],
+            Code::Internal,
+            "failed to decode",
+        ),
+    ];
+    for (requests, code, words) in cases {
+        let (frames, end) = raw_pull(&server, requests).await;
+        let status = end.unwrap_err();
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(words), "{status:?}");
+        assert!(frames <= 1, "{frames} frames");
+        server.viewers_gone().await;
+    }
+    // Asking for nothing, then for two frames.
+    let (frames, end) = raw_pull(&server, vec![]).await;
+    assert!(frames == 0 && end.is_ok(), "{frames} {end:?}");
+    let asked = vec![request("two", 0.0), request("", 0.0)];
+    let (frames, end) = raw_pull(&server, asked).await;
+    assert!(end.is_ok() && (1..=2).contains(&frames), "{frames} {end:?}");
+    server.viewers_gone().await;
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -461,4 +540,77 @@ async fn reflection_lists_both_contracts_for_grpcurl() {
         );
     }
     server.stop().await.unwrap();
+}
+
+/// A camcast.v1 server from before PullFrames: tonic answers the method UNIMPLEMENTED.
+struct OlderServer;
+
+type Frames =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::v1::Frame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::v1::camera_server::Camera for OlderServer {
+    type StreamFramesStream = Frames;
+    type PullFramesStream = Frames;
+
+    async fn stream_frames(
+        &self,
+        _: tonic::Request<pb::v1::StreamRequest>,
+    ) -> Result<tonic::Response<Frames>, Status> {
+        let frame = |seq| {
+            Ok(pb::v1::Frame {
+                seq,
+                ..Default::default()
+            })
+        };
+        Ok(tonic::Response::new(Box::pin(futures_util::stream::iter(
+            (1..=3).map(frame),
+        ))))
+    }
+
+    async fn pull_frames(
+        &self,
+        _: tonic::Request<tonic::Streaming<pb::v1::PullRequest>>,
+    ) -> Result<tonic::Response<Frames>, Status> {
+        Err(Status::unimplemented(""))
+    }
+
+    async fn snapshot(
+        &self,
+        _: tonic::Request<pb::v1::SnapshotRequest>,
+    ) -> Result<tonic::Response<pb::v1::Frame>, Status> {
+        Err(Status::unimplemented(""))
+    }
+
+    async fn get_info(
+        &self,
+        _: tonic::Request<pb::v1::GetInfoRequest>,
+    ) -> Result<tonic::Response<pb::v1::CameraInfo>, Status> {
+        Err(Status::unimplemented(""))
+    }
+}
+
+/// camcast-view's stream asks for PullFrames and, from a server without it, streams.
+#[tokio::test]
+async fn a_viewer_streams_from_a_server_without_pull_frames() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::v1::camera_server::CameraServer::new(OlderServer))
+            .serve_with_incoming(incoming),
+    );
+    let channel = client::connect(&addr.to_string(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut stream = FrameStream::open(channel, false, "viewer", 0.0)
+        .await
+        .unwrap();
+    assert!(matches!(stream, FrameStream::V1(_)));
+    for seq in 1..=3 {
+        assert_eq!(stream.next().await.unwrap().unwrap().seq, Some(seq));
+    }
+    assert!(stream.next().await.unwrap().is_none());
+    server.abort();
 }

@@ -12,7 +12,6 @@ use camcast::admission::ConnLimits;
 use camcast::auth::Tokens;
 use camcast::config::Config;
 use camcast::protection::Protection;
-use camcast::server::ServerError;
 use camcast::tls::{self, CertKind, ClientTlsOptions, ServerTlsFiles};
 use common::{decode, TestServer};
 use http_body_util::{BodyExt, Empty};
@@ -186,42 +185,4 @@ async fn one_per_address_cap_spans_grpc_and_http() {
     assert!(refused.is_err(), "third connection must be refused");
     drop((grpc_viewer, http_viewer));
     server.stop().await.unwrap();
-}
-
-/// No half-alive server: when the gRPC server cannot run (here tonic rejects a key that the
-/// HTTPS side never looks at again), HTTP stops with it, the hub is shut down, and the error
-/// names the part that failed.
-#[tokio::test]
-async fn a_transport_that_fails_stops_the_whole_server() {
-    let dir = tempfile::tempdir().unwrap();
-    tls::generate(dir.path(), CertKind::Server, &["127.0.0.1".into()], false).unwrap();
-    let config = Config {
-        tls: Some(ServerTlsFiles {
-            cert: dir.path().join("cert.pem"),
-            key: dir.path().join("key.pem"),
-            client_ca: None,
-        }),
-        ..common::config_with_http()
-    };
-    let mut protection = Protection::load(&config).unwrap();
-    protection.tls.as_mut().unwrap().key_pem = b"not a PEM key".to_vec();
-    let (server, http) = servers(config, protection).await;
-    let hub = server.hub.clone();
-
-    let err = server.finished().await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ServerError::Failed {
-                part: "gRPC server",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(hub.is_closed(), "the hub was shut down");
-    assert!(
-        TcpStream::connect(http).await.is_err(),
-        "the HTTP port is closed"
-    );
 }

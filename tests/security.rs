@@ -345,26 +345,44 @@ async fn idle_connections_are_closed_but_watching_ones_are_not() {
     server.stop().await.unwrap();
 }
 
+/// A connection's streams are capped at `max_streams_per_connection`, raised to the viewer cap
+/// + 16 when lower (so viewers beyond the cap hear the hub's refusal instead of waiting here):
+/// with a cap of 1 viewer, 17 streams.
 #[tokio::test]
 async fn streams_per_connection_are_capped() {
-    let config = Config {
+    let mut config = Config {
         max_streams_per_connection: 2,
         ..common::config()
     };
+    config.hub.max_viewers = 1;
     let server = server(config).await;
     let conn = server.channel().await;
     let mut first = one_frame(conn.clone()).await.unwrap();
-    let _second = one_frame(conn.clone()).await.unwrap();
-    let third = tokio::spawn(one_frame(conn.clone()));
-    // The third call waits for a free stream rather than being served beside the two.
+    // 16 more streams that stay open: health watches.
+    let watch = |conn: Conn| async move {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(conn);
+        let req = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        let mut stream = health.watch(req).await?.into_inner();
+        stream.message().await?;
+        Ok::<_, tonic::Status>(stream)
+    };
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        let opened = tokio::time::timeout(WAIT, watch(conn.clone())).await;
+        open.push(opened.expect("a stream within the cap opens").unwrap());
+    }
+    let third = tokio::spawn(watch(conn.clone()));
+    // The 18th call waits for a free stream rather than being served beside the others.
     for _ in 0..15 {
         first.next().await.unwrap().expect("first keeps streaming");
     }
-    assert!(!third.is_finished(), "third stream must wait for a slot");
+    assert!(!third.is_finished(), "the 18th stream must wait for a slot");
     drop(first);
     tokio::time::timeout(Duration::from_secs(10), third)
         .await
-        .expect("third stream starts once a slot frees")
+        .expect("the 18th stream starts once a slot frees")
         .unwrap()
         .unwrap();
     server.stop().await.unwrap();

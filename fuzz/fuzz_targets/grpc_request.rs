@@ -22,6 +22,10 @@ fuzz_target!(|data: &[u8]| {
         check_name(&m.viewer_name);
         check_rate(m.max_fps);
     });
+    each_request::<pb::v1::PullRequest>(data, |m| {
+        check_name(&m.viewer_name);
+        check_rate(m.max_fps);
+    });
     each_request::<pb::v1::SnapshotRequest>(data, |m| check_name(&m.viewer_name));
     each_request::<pb::v1::GetInfoRequest>(data, |_| {});
 });

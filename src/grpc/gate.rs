@@ -1,5 +1,6 @@
-//! The gate every gRPC request passes before reaching a service: the bearer-token check (when
-//! tokens are configured) and the open-request count the idle timeout relies on.
+//! The gate every gRPC request passes before reaching a tonic service: the bearer-token check
+//! (when tokens are configured) and the open-request count the idle timeout relies on. The
+//! streaming methods served on h2 directly apply the same two (see `streaming`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +10,7 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::Status;
 
-use crate::admission::{conn_info, Tracked};
+use crate::admission::{conn_info, ConnInfo, Refusal, Tracked};
 use crate::auth::Tokens;
 
 /// Paths reachable without a token: health says only "serving or not", and monitoring
@@ -82,25 +83,40 @@ where
 
 impl<S> Gate<S> {
     fn check<B>(&self, req: &http::Request<B>) -> Result<(), Status> {
-        let Some(tokens) = &self.tokens else {
-            return Ok(());
-        };
-        let path = req.uri().path();
-        if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
-            return Ok(());
-        }
-        let header = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        tokens.check_header(header).map_err(|e| {
-            if let Some(conn) = conn_info(req) {
-                conn.count_refusal(crate::admission::Refusal::Token);
-            }
-            let addr = conn_info(req).map(|c| c.remote.to_string());
-            tracing::warn!(addr = addr.as_deref().unwrap_or("?"), path, reason = %e,
-                "request refused: bad or missing token");
-            Status::unauthenticated(e.to_string())
-        })
+        check_token(
+            self.tokens.as_deref(),
+            req.uri().path(),
+            req.headers(),
+            conn_info(req),
+        )
     }
+}
+
+/// The bearer-token check of one request (when tokens are configured): every path but
+/// health needs a valid `authorization: Bearer` header. Shared by the tonic services and the
+/// streaming methods served on h2 directly.
+pub fn check_token(
+    tokens: Option<&Tokens>,
+    path: &str,
+    headers: &http::HeaderMap,
+    conn: Option<&ConnInfo>,
+) -> Result<(), Status> {
+    let Some(tokens) = tokens else {
+        return Ok(());
+    };
+    if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        return Ok(());
+    }
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    tokens.check_header(header).map_err(|e| {
+        if let Some(conn) = conn {
+            conn.count_refusal(Refusal::Token);
+        }
+        let addr = conn.map(|c| c.remote.to_string());
+        tracing::warn!(addr = addr.as_deref().unwrap_or("?"), path, reason = %e,
+            "request refused: bad or missing token");
+        Status::unauthenticated(e.to_string())
+    })
 }

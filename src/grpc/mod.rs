@@ -1,19 +1,29 @@
 //! gRPC transport: the tutorial API and camcast.v1 as two views of the same hub, plus the
 //! standard health and reflection services.
+//!
+//! Connections are served on h2 directly ([`server`]): the two live-frame streams by
+//! [`streaming`], paced by each viewer's HTTP/2 credits ([`credit`]) so a slow viewer skips
+//! frames instead of queueing them; everything else by tonic's services through [`bridge`].
+//! docs/flow-control.md explains the design and its measurements.
 
+mod bridge;
+mod credit;
 mod gate;
+mod message;
 pub mod request;
-mod tutorial;
+mod server;
+mod streaming;
 mod v1;
 
 use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::Stream;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic_health::ServingStatus;
+use tower::Layer;
 
 use crate::config::{Config, MAX_FRAME_BYTES};
 use crate::hub::{Hub, HubError};
@@ -21,12 +31,14 @@ use crate::pb;
 use crate::protection::Protection;
 use crate::status::{State, StatusCell};
 
-pub use tutorial::TutorialService;
 pub use v1::CameraService;
 
 /// Fully qualified gRPC service names, as health checks and reflection know them.
 pub const TUTORIAL_SERVICE: &str = "WebcamStreaming";
 pub const V1_SERVICE: &str = "camcast.v1.Camera";
+
+/// HTTP/2 streams a connection may open beyond the viewer cap: unary calls, health, reflection.
+const STREAMS_BEYOND_VIEWERS: u32 = 16;
 
 /// Transport settings and limits. Every limit a peer could push against is here or in the
 /// shared [`Protection`], with its config key named in `deploy/camcast.toml`.
@@ -36,7 +48,9 @@ pub struct GrpcSettings {
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     pub snapshot_timeout: Duration,
-    /// HTTP/2 streams one connection may have open: a viewer needs one or two.
+    /// HTTP/2 streams one connection may have open. Streams beyond it wait silently in the
+    /// client, so it only bounds abusive peers: [`GrpcSettings::new`] keeps it above the viewer
+    /// cap, whose refusals name the limit.
     pub max_streams_per_connection: u32,
     pub max_request_bytes: usize,
     pub max_header_list_bytes: u32,
@@ -56,21 +70,26 @@ impl Default for GrpcSettings {
 impl GrpcSettings {
     /// The settings from a validated config.
     pub fn new(c: &Config) -> Self {
+        // grpcio opens every channel to one target on one connection: 50 viewers in one
+        // program are 50 streams. Any of them beyond the viewer cap must hear so from the
+        // hub (RESOURCE_EXHAUSTED, naming the limit), not wait behind the stream limit.
+        let viewers = u32::try_from(c.hub.max_viewers).unwrap_or(u32::MAX);
+        let streams = c
+            .max_streams_per_connection
+            .max(viewers.saturating_add(STREAMS_BEYOND_VIEWERS));
         GrpcSettings {
             max_name_len: c.max_name_len,
             keepalive_interval: c.keepalive_interval,
             keepalive_timeout: c.keepalive_timeout,
             snapshot_timeout: c.snapshot_timeout,
             drain_timeout: c.drain_timeout,
-            max_streams_per_connection: c.max_streams_per_connection,
+            max_streams_per_connection: streams,
             max_request_bytes: c.max_request_bytes,
             max_header_list_bytes: c.max_header_list_bytes,
             tutorial_api: c.tutorial_api,
         }
     }
 }
-
-type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Serves every gRPC service on `listener`, under `protection`, until `shutdown` resolves; then
 /// stops accepting and waits for connections to finish (viewer streams end with an OK status
@@ -82,7 +101,7 @@ pub async fn serve(
     settings: GrpcSettings,
     protection: Protection,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) {
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(track_health(health, status, hub.clone()));
 
@@ -96,56 +115,52 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("descriptor set compiled by build.rs is valid");
-
-    let tutorial = settings.tutorial_api.then(|| {
-        pb::tutorial::webcam_streaming_server::WebcamStreamingServer::new(TutorialService::new(
-            hub.clone(),
-            settings.clone(),
-        ))
-        .max_encoding_message_size(MAX_FRAME_BYTES)
-        .max_decoding_message_size(settings.max_request_bytes)
-    });
+    // The live-frame methods never reach tonic (see `streaming`); the tutorial service has no
+    // other method, so tonic does not serve it at all.
     let v1 =
         pb::v1::camera_server::CameraServer::new(CameraService::new(hub.clone(), settings.clone()))
             .max_encoding_message_size(MAX_FRAME_BYTES)
             .max_decoding_message_size(settings.max_request_bytes);
-
-    let incoming = protection.admission.incoming(listener);
-    let stopping = tokio_util::sync::CancellationToken::new();
-    let stopped = stopping.clone();
-    let signal = async move {
-        shutdown.await;
-        stopped.cancel();
-    };
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = &protection.tls {
-        let config = tls
-            .tonic_config()
-            .timeout(protection.admission.limits().handshake_timeout);
-        server = server.tls_config(config)?;
-    }
-    let served = server
-        .http2_keepalive_interval(Some(settings.keepalive_interval))
-        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
-        .max_concurrent_streams(settings.max_streams_per_connection)
-        .http2_max_header_list_size(settings.max_header_list_bytes)
-        .layer(gate::GateLayer::new(protection.tokens.clone()))
-        .add_service(health_service)
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_optional_service(tutorial)
         .add_service(v1)
-        .serve_with_incoming_shutdown(incoming, signal);
-    // tonic waits for every connection to close. One whose viewer stopped reading cannot take
-    // its final status (HTTP/2 flow control), and a health Watch never ends: give them
-    // `drain_timeout`, then return and let the process exit.
+        .prepare();
+    let tonic = gate::GateLayer::new(protection.tokens.clone()).layer(routes);
+
+    let tls = protection.tls.as_ref().map(|t| {
+        // HTTP/2 only on this port, as tonic's server offered.
+        let mut config = (*t.rustls).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
     let drain = settings.drain_timeout;
-    tokio::select! {
-        served = served => served,
-        () = async { stopping.cancelled().await; tokio::time::sleep(drain).await } => {
-            tracing::warn!("gRPC connections still open {drain:?} after shutdown (viewers not reading); leaving them");
-            Ok(())
-        }
+    let shared = Arc::new(server::Shared {
+        streams: Arc::new(streaming::Streams {
+            hub,
+            settings,
+            protection,
+        }),
+        tonic,
+        tls,
+        draining: CancellationToken::new(),
+        abandon: CancellationToken::new(),
+    });
+    let stop = CancellationToken::new();
+    let accepting = tokio::spawn(server::accept(listener, shared.clone(), stop.clone()));
+    shutdown.await;
+    stop.cancel();
+    shared.draining.cancel();
+    let connections = accepting.await.expect("the accept loop does not panic");
+    // A connection whose viewer stopped reading cannot take its final status (HTTP/2 flow
+    // control), and a health Watch never ends: give them `drain_timeout`, then close them
+    // and return so the process can exit.
+    if tokio::time::timeout(drain, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("gRPC connections still open {drain:?} after shutdown (viewers not reading); closing them");
+        shared.abandon.cancel();
     }
 }
 

@@ -33,18 +33,62 @@ pub async fn decode_body<M>(body: Bytes) -> Result<Vec<M>, Status>
 where
     M: prost::Message + Default + Send + 'static,
 {
-    let mut codec = tonic_prost::ProstCodec::<M, M>::default();
-    let mut stream = Streaming::new_request(
-        codec.decoder(),
-        Full::new(body),
-        None,
-        Some(MAX_REQUEST_BYTES),
-    );
+    let mut stream = request_stream::<M, _>(Full::new(body), MAX_REQUEST_BYTES);
     let mut messages = Vec::new();
     while let Some(m) = stream.message().await? {
         messages.push(m);
     }
     Ok(messages)
+}
+
+/// The request of a server-streaming call, read from a live body as tonic's servers read it:
+/// one message of at most `limit` bytes (the same decoder as [`decode_body`]), then the rest
+/// of the body, whose trailers are dropped.
+pub async fn decode_unary<M, B>(body: B, limit: usize) -> Result<M, Status>
+where
+    M: prost::Message + Default + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut stream = request_stream::<M, B>(body, limit);
+    let message = stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::internal("Missing request message."))?;
+    stream.trailers().await?;
+    Ok(message)
+}
+
+/// The messages of a request body as tonic's servers read them: uncompressed, at most
+/// `limit` bytes each (more is OUT_OF_RANGE), undecodable ones INTERNAL with prost's reason.
+pub fn request_stream<M, B>(body: B, limit: usize) -> Streaming<M>
+where
+    M: prost::Message + Default + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut codec = tonic_prost::ProstCodec::<M, M>::default();
+    Streaming::new_request(codec.decoder(), body, None, Some(limit))
+}
+
+/// Refuses a compressed request as tonic does when no compression is enabled (camcast enables
+/// none: requests are a few bytes).
+pub fn check_encoding(headers: &http::HeaderMap) -> Result<(), Status> {
+    match headers.get("grpc-encoding") {
+        None => Ok(()),
+        Some(v) if v == "identity" => Ok(()),
+        Some(v) => {
+            let name = String::from_utf8_lossy(v.as_bytes());
+            let mut status = Status::unimplemented(format!(
+                "Content is compressed with `{name}` which isn't supported"
+            ));
+            status.metadata_mut().insert(
+                "grpc-accept-encoding",
+                tonic::metadata::MetadataValue::from_static("identity"),
+            );
+            Err(status)
+        }
+    }
 }
 
 /// A body of one uncompressed gRPC message: the 5-byte header, then the encoded message.

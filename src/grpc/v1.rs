@@ -1,10 +1,9 @@
 //! The `camcast.v1.Camera` service: frames with metadata, snapshots and server info.
 
-use futures_util::stream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-use super::request::{checked_max_fps, checked_name};
-use super::{FrameStream, GrpcSettings};
+use super::request::checked_name;
+use super::GrpcSettings;
 use crate::frame::{Frame as HubFrame, FrameOrigin};
 use crate::hub::{Api, Hub, HubReport, RateCap, ViewerInfo};
 use crate::pb::v1::{self as pb, camera_server::Camera};
@@ -21,30 +20,30 @@ impl CameraService {
     }
 }
 
+/// The live-frame methods' response type in the generated trait; they are never served here.
+type NotServedHere = futures_util::stream::Empty<Result<pb::Frame, Status>>;
+
 #[tonic::async_trait]
 impl Camera for CameraService {
-    type StreamFramesStream = FrameStream<pb::Frame>;
+    type StreamFramesStream = NotServedHere;
+    type PullFramesStream = NotServedHere;
 
+    /// Unreachable: `grpc::server` hands the live-frame methods to `grpc::streaming` before a
+    /// request could reach tonic (tonic's server hides the credits they are paced by). The
+    /// generated trait still requires them.
     async fn stream_frames(
         &self,
-        request: Request<pb::StreamRequest>,
-    ) -> Result<Response<Self::StreamFramesStream>, Status> {
-        let addr = crate::admission::peer_addr(&request);
-        let req = request.into_inner();
-        let name = checked_name(&req.viewer_name, self.settings.max_name_len)?;
-        let sub = self.hub.connect(ViewerInfo {
-            name,
-            addr,
-            api: Api::V1,
-            max_fps: checked_max_fps(req.max_fps)?,
-        })?;
-        let frames = stream::unfold(sub, |mut sub| async move {
-            let d = sub.next().await?;
-            let frame = to_pb(d.frame, d.skipped);
-            sub.count_bytes_sent(prost::Message::encoded_len(&frame));
-            Some((Ok(frame), sub))
-        });
-        Ok(Response::new(Box::pin(frames)))
+        _: Request<pb::StreamRequest>,
+    ) -> Result<Response<NotServedHere>, Status> {
+        Err(Status::internal("served by grpc::streaming"))
+    }
+
+    /// Unreachable, as `stream_frames`.
+    async fn pull_frames(
+        &self,
+        _: Request<Streaming<pb::PullRequest>>,
+    ) -> Result<Response<NotServedHere>, Status> {
+        Err(Status::internal("served by grpc::streaming"))
     }
 
     async fn snapshot(

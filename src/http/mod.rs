@@ -28,7 +28,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{Admitted, Tracked};
+use crate::admission::{Tracked, Transport};
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -210,23 +210,6 @@ pub async fn serve(
             "HTTP connections still not drained after {:?} (viewers not reading); leaving them",
             settings.drain_timeout
         );
-    }
-}
-
-/// Something an HTTP connection runs over: a plain admitted socket, or TLS on one.
-trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {
-    fn admitted(&self) -> &Admitted;
-}
-
-impl Transport for Admitted {
-    fn admitted(&self) -> &Admitted {
-        self
-    }
-}
-
-impl Transport for tokio_rustls::server::TlsStream<Admitted> {
-    fn admitted(&self) -> &Admitted {
-        self.get_ref().0
     }
 }
 

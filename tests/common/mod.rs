@@ -1,6 +1,8 @@
 //! A real camcast server on an ephemeral loopback port, for integration tests.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod core_client;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -128,6 +130,14 @@ impl TestServer {
     /// The HTTP port; panics if the server has none.
     pub fn http_addr(&self) -> SocketAddr {
         self.http.expect("a server started with HTTP")
+    }
+
+    /// Waits until no viewer is registered: every stream that ended has given back its slot.
+    pub async fn viewers_gone(&self) {
+        eventually("no viewer slot is left", || async {
+            self.hub.viewer_count() == 0
+        })
+        .await;
     }
 
     /// Begins shutdown and waits for every part of the server to finish.
