@@ -27,6 +27,7 @@ async fn tutorial_api_streams_decodable_jpegs() {
         let frame = stream.next().await.unwrap().expect("a frame");
         assert_eq!(decode(&frame.jpeg), (320, 240));
     }
+    drop(stream);
     server.stop().await.unwrap();
 }
 
@@ -61,6 +62,7 @@ async fn v1_frames_carry_sequence_time_size_and_origin() {
         );
         assert_eq!(decode(&f.jpeg), (320, 240));
     }
+    drop(stream);
     server.stop().await.unwrap();
 }
 
@@ -141,7 +143,7 @@ async fn slow_viewer_neither_slows_others_nor_queues_on_the_server() {
         slow.frames_skipped >= 50,
         "missed frames are counted: {slow:?}"
     );
-    drop(stalled);
+    drop((stalled, fast));
     server.stop().await.unwrap();
 }
 
@@ -206,6 +208,7 @@ async fn viewer_limit_answers_resource_exhausted_on_both_apis() {
         .unwrap();
     c.next().await.unwrap().unwrap();
     assert_eq!(server.hub.report().counters.viewers_rejected, 2);
+    drop((b, c));
     server.stop().await.unwrap();
 }
 
@@ -220,7 +223,7 @@ async fn graceful_shutdown_ends_streams_with_ok_status() {
         .unwrap();
     v1.next().await.unwrap().unwrap();
     tutorial.next().await.unwrap().unwrap();
-    let stopping = tokio::spawn(server.stop());
+    let stopping = tokio::spawn(server.stop_with_viewers());
     for s in [&mut v1, &mut tutorial] {
         // Drain what was in flight; the stream must then end cleanly, not with an error.
         loop {
@@ -231,7 +234,8 @@ async fn graceful_shutdown_ends_streams_with_ok_status() {
             }
         }
     }
-    stopping.await.unwrap().unwrap();
+    drop((v1, tutorial));
+    stopping.await.unwrap().check().await.unwrap();
 }
 
 /// Sends arbitrary bytes as a request message (what a buggy or hostile client can do).
@@ -353,6 +357,7 @@ async fn malformed_and_oversized_requests_get_clear_errors_and_harm_nothing() {
         .await
         .unwrap();
     assert_eq!(decode(&ok.next().await.unwrap().unwrap().jpeg), (160, 120));
+    drop(ok);
     server.stop().await.unwrap();
 }
 
@@ -394,6 +399,7 @@ async fn snapshot_and_info_describe_the_camera_and_its_viewers() {
         counters.viewers_total, 2,
         "the snapshot counted as a brief viewer"
     );
+    drop((camera, watcher));
     server.stop().await.unwrap();
 }
 
@@ -420,6 +426,7 @@ async fn health_reports_serving_per_service() {
         }
         assert_eq!(status, ServingStatus::Serving, "service {service:?}");
     }
+    drop(health);
     server.stop().await.unwrap();
 }
 
@@ -456,5 +463,6 @@ async fn reflection_lists_both_contracts_for_grpcurl() {
             "{expected} missing from {names:?}"
         );
     }
+    drop((responses, reflection));
     server.stop().await.unwrap();
 }

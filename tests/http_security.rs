@@ -208,7 +208,7 @@ async fn a_transport_that_fails_stops_the_whole_server() {
     let (server, http) = servers(config, protection).await;
     let hub = server.hub.clone();
 
-    let err = server.finished().await.unwrap_err();
+    let err = server.finished().await.check().await.unwrap_err();
     assert!(
         matches!(
             err,
