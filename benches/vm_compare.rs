@@ -671,7 +671,8 @@ fn spawn(
                 ])
                 .args(["--quality", &QUALITY.to_string(), "--led", "none"])
                 .args(["--max-viewers", &(viewers + 8).to_string(), "--log", "info"])
-                .args(["--max-connections-per-address", &(viewers + 8).to_string()]);
+                .args(["--max-connections-per-address", &(viewers + 8).to_string()])
+                .args(["--max-viewers-per-address", &(viewers + 8).to_string()]);
             c
         }
         Server::Ustreamer => {

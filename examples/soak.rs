@@ -276,9 +276,13 @@ fn spawn_server(args: &Args) -> (Child, String, PathBuf) {
     cmd.args(["--listen", &addr, "--source", source, "--led", "none"])
         .args(["--log", "warn", "--fps", &args.fps.to_string()])
         .args(["--max-viewers", &(args.viewers + 16).to_string()])
-        // Every viewer dials from 127.0.0.1: lift the per-address cap with the viewer cap.
+        // Every viewer dials from 127.0.0.1: lift the per-address caps with the viewer cap.
         .args([
             "--max-connections-per-address",
+            &(args.viewers + 16).to_string(),
+        ])
+        .args([
+            "--max-viewers-per-address",
             &(args.viewers + 16).to_string(),
         ])
         .stdout(Stdio::null())

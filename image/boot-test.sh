@@ -58,17 +58,11 @@ while [ $# -gt 0 ]; do
 done
 
 T0=$SECONDS
-pass=0
-fail=0
+# shellcheck source=scripts/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/checks.sh"
 log() { printf '[boot-test %4ss] %s\n' "$((SECONDS - T0))" "$*"; }
-ok() { pass=$((pass + 1)); printf 'ok    %s\n' "$*"; }
-bad() { fail=$((fail + 1)); printf 'FAIL  %s\n' "$*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-not() { ! "$@"; }
 finish() {
-  echo
-  echo "boot-test: $pass passed, $fail failed"
-  [ "$fail" -eq 0 ]
+  checks_summary boot-test
   exit
 }
 

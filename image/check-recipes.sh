@@ -13,11 +13,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 br=$repo/image/buildroot
 cd "$repo"
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); printf 'ok    %s\n' "$*"; }
-bad() { fail=$((fail + 1)); printf 'FAIL  %s\n' "$*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+# shellcheck source=scripts/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/checks.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -121,6 +118,4 @@ check "camcast.mk installs binary, config, udev rules and unit" diff -u - "$work
 755 ./usr/bin/camcast
 EOF
 
-echo
-echo "recipes: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_summary recipes

@@ -16,9 +16,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,8 +27,6 @@ use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
-
-use crate::metrics::{Refusal, Refusals};
 
 /// The admission limits of one listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,6 +417,64 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whose share of the viewer slots a peer takes: one host, as far as the address says.
+///
+/// An IPv6 site usually gets a whole /64 and its hosts pick addresses in it at will (privacy
+/// addresses), so a remote IPv6 peer is counted by its /64. Peers on one of the camera's own
+/// networks share the camera's /64 with every device of the household, so they, and link-local
+/// peers, are counted by full address, as IPv4 peers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerGroup {
+    Host(IpAddr),
+    Ipv6Prefix64(Ipv6Addr),
+}
+
+impl PeerGroup {
+    /// The group of `ip`, given the camera's own IPv6 addresses.
+    pub fn of(ip: IpAddr, own_v6: &[Ipv6Addr]) -> PeerGroup {
+        let v6 = match canonical_ip(ip) {
+            IpAddr::V6(v6) => v6,
+            v4 => return PeerGroup::Host(v4),
+        };
+        let on_link =
+            v6.is_unicast_link_local() || own_v6.iter().any(|own| prefix64(*own) == prefix64(v6));
+        if on_link || v6.is_loopback() {
+            PeerGroup::Host(IpAddr::V6(v6))
+        } else {
+            PeerGroup::Ipv6Prefix64(prefix64(v6))
+        }
+    }
+
+    /// The group of `ip` on this machine (its interfaces' addresses read now: they change).
+    pub fn of_peer(ip: IpAddr) -> PeerGroup {
+        let own_v6: Vec<Ipv6Addr> = match canonical_ip(ip) {
+            IpAddr::V4(_) => Vec::new(),
+            IpAddr::V6(_) => if_addrs::get_if_addrs()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| match i.ip() {
+                    IpAddr::V6(a) => Some(a),
+                    IpAddr::V4(_) => None,
+                })
+                .collect(),
+        };
+        PeerGroup::of(ip, &own_v6)
+    }
+}
+
+impl std::fmt::Display for PeerGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerGroup::Host(ip) => write!(f, "{ip}"),
+            PeerGroup::Ipv6Prefix64(prefix) => write!(f, "{prefix}/64"),
+        }
+    }
+}
+
+fn prefix64(a: Ipv6Addr) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(a) & !(u128::from(u64::MAX)))
+}
+
 /// A response body that keeps its request counted as open (see [`ConnInfo::begin_request`])
 /// until the body is finished or dropped: a live stream keeps its connection out of the idle
 /// timeout for as long as it runs.
@@ -456,6 +512,47 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
     }
 }
 
+/// Connections and requests turned away before they reach a camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A peer already held `max_connections_per_address` connections.
+    PerAddressCap,
+    /// No request within the handshake timeout of the connection's accept (TLS included).
+    HandshakeTimeout,
+    /// Viewer tokens are required and the request had none, or a wrong or malformed one.
+    Token,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [
+        Refusal::PerAddressCap,
+        Refusal::HandshakeTimeout,
+        Refusal::Token,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PerAddressCap => "per_address_cap",
+            Refusal::HandshakeTimeout => "handshake_timeout",
+            Refusal::Token => "token",
+        }
+    }
+}
+
+/// The server's refusal counts, shared by every listener (they live in its admission state).
+#[derive(Debug, Default)]
+pub struct Refusals([AtomicU64; Refusal::ALL.len()]);
+
+impl Refusals {
+    pub fn count(&self, why: Refusal) {
+        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, why: Refusal) -> u64 {
+        self.0[why as usize].load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +569,29 @@ mod tests {
         assert_eq!(canonical_ip(mapped), "10.0.0.7".parse::<IpAddr>().unwrap());
         let v6: IpAddr = "fe80::1".parse().unwrap();
         assert_eq!(canonical_ip(v6), v6);
+    }
+
+    #[test]
+    fn peers_are_grouped_by_host_and_remote_ipv6_by_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let own: Vec<Ipv6Addr> = vec!["2001:db8:1:2::10".parse().unwrap()];
+        let group = |s: &str| PeerGroup::of(ip(s), &own);
+        assert_eq!(group("10.0.0.7"), PeerGroup::Host(ip("10.0.0.7")));
+        assert_eq!(
+            group("::ffff:10.0.0.7"),
+            group("10.0.0.7"),
+            "mapped IPv4 is IPv4"
+        );
+        // A remote site's addresses are one group, shown as its prefix.
+        let remote = group("2001:db8:9:9:aaaa::1");
+        assert_eq!(remote, group("2001:db8:9:9:bbbb::2"));
+        assert_ne!(remote, group("2001:db8:9:8::1"));
+        assert_eq!(remote.to_string(), "2001:db8:9:9::/64");
+        // The camera's own network and link-local peers: each device on its own.
+        assert_ne!(group("2001:db8:1:2::20"), group("2001:db8:1:2::21"));
+        assert_ne!(group("fe80::1"), group("fe80::2"));
+        assert_eq!(group("fe80::1").to_string(), "fe80::1");
+        assert_eq!(group("::1"), PeerGroup::Host(ip("::1")));
     }
 
     #[tokio::test(start_paused = true)]

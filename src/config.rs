@@ -67,7 +67,8 @@ pub struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// List V4L2 cameras with their formats, frame sizes, frame rates and controls, then exit.
+    /// List cameras (V4L2, and libcamera in builds with that feature) with their formats,
+    /// frame sizes, frame rates and controls, then exit.
     Devices,
     /// Write a self-signed TLS certificate and key (cert.pem, key.pem) for this camera, or with
     /// --client one for a viewer (mutual TLS), and print its SHA-256 fingerprint.
@@ -177,6 +178,12 @@ settings! {
         /// or 503 (HTTP) [default: 64].
         #[arg(long, value_name = "N")]
         pub max_viewers: Option<Count>,
+
+        /// Of those, viewers one host may have (a remote IPv6 site counts as one host per
+        /// /64); more are refused with the limit. At most max_connections_per_address. Raise it
+        /// for a relay or proxy [default: 8].
+        #[arg(long, alias = "max-viewers-per-addr", value_name = "N")]
+        pub max_viewers_per_address: Option<Count>,
 
         /// Longest viewer name accepted, in bytes [default: 64].
         #[arg(long, value_name = "BYTES")]
@@ -428,6 +435,22 @@ impl Config {
             height: 480,
         });
         let keepalive_interval = s.keepalive_secs.map_or(Duration::from_secs(10), |s| s.0);
+        let conns_per_address = s
+            .max_connections_per_address
+            .map_or(conn.per_address, |n| n.0);
+        // An HTTP viewer holds a connection: past the connection cap it would be closed
+        // unanswered instead of refused with a reason. So the viewer cap stays within it.
+        let viewers_per_address = match s.max_viewers_per_address {
+            Some(n) if n.0 > conns_per_address => {
+                return Err(format!(
+                    "max_viewers_per_address ({}) is above max_connections_per_address \
+                     ({conns_per_address}); raise both",
+                    n.0
+                ))
+            }
+            Some(n) => n.0,
+            None => hub.max_viewers_per_address.min(conns_per_address),
+        };
         Ok(Config {
             listen: s.listen.unwrap_or((Ipv6Addr::UNSPECIFIED, 1234).into()),
             http: http.listen,
@@ -446,6 +469,7 @@ impl Config {
             },
             hub: HubConfig {
                 max_viewers: s.max_viewers.map_or(hub.max_viewers, |n| n.0),
+                max_viewers_per_address: viewers_per_address,
                 linger: c.linger_secs.map_or(hub.linger, |s| s.0),
                 always_on: c.always_on.unwrap_or(false),
                 ..hub
@@ -456,9 +480,7 @@ impl Config {
                 .keepalive_timeout_secs
                 .map_or(Duration::from_secs(20), |s| s.0),
             conn: ConnLimits {
-                per_address: s
-                    .max_connections_per_address
-                    .map_or(conn.per_address, |n| n.0),
+                per_address: conns_per_address,
                 handshake_timeout: s
                     .handshake_timeout_secs
                     .map_or(conn.handshake_timeout, |s| s.0),
@@ -654,7 +676,7 @@ mod tests {
             "camcast",
             "--config",
             path.to_str().unwrap(),
-            "--http",
+            "--http-listen",
             "127.0.0.1:8081",
         ]);
         let c = Config::load(&cli).unwrap();
@@ -674,7 +696,7 @@ mod tests {
             "camcast",
             "--config",
             path.to_str().unwrap(),
-            "--control",
+            "--controls",
             "brightness=99",
         ]);
         let c = Config::load(&cli).unwrap();
@@ -686,6 +708,26 @@ mod tests {
                 ("Power Line Frequency".to_string(), 1),
                 ("brightness".to_string(), 99)
             ]
+        );
+    }
+
+    #[test]
+    fn viewers_per_address_has_a_key_a_flag_and_stays_under_the_connection_cap() {
+        assert_eq!(Config::default().hub.max_viewers_per_address, 8);
+        let c = Config::from_toml(
+            "[server]\nmax_viewers_per_address = 20\nmax_connections_per_address = 20\n",
+        )
+        .unwrap();
+        assert_eq!(c.hub.max_viewers_per_address, 20);
+        let cli = Cli::parse_from(["camcast", "--max-viewers-per-address", "3"]);
+        assert_eq!(Config::load(&cli).unwrap().hub.max_viewers_per_address, 3);
+        let err = Config::from_toml("[server]\nmax_viewers_per_address = 20\n").unwrap_err();
+        assert!(err.contains("max_connections_per_address (16)"), "{err}");
+        let fewer_conns = Config::from_toml("[server]\nmax_connections_per_address = 3\n");
+        assert_eq!(
+            fewer_conns.unwrap().hub.max_viewers_per_address,
+            3,
+            "follows it down"
         );
     }
 
@@ -833,7 +875,7 @@ mod tests {
     /// configuration as the new ones, and it differs from the default.
     #[test]
     fn old_flag_and_key_spellings_still_work() {
-        let renamed_flags: [(&[&str], &[&str]); 11] = [
+        let renamed_flags: [(&[&str], &[&str]); 12] = [
             (
                 &["--max-conns-per-addr", "3"],
                 &["--max-connections-per-address", "3"],
@@ -866,6 +908,10 @@ mod tests {
                 &["--controls", "Brightness=3"],
             ),
             (&["--no-seed"], &["--no-tutorial-api"]),
+            (
+                &["--max-viewers-per-addr", "3"],
+                &["--max-viewers-per-address", "3"],
+            ),
         ];
         let load = |args: &[&str]| {
             let cli = Cli::try_parse_from(std::iter::once("camcast").chain(args.iter().copied()));

@@ -9,6 +9,8 @@
 //!   that demand, so the timing logic runs on tokio's clock and is testable with paused time.
 //! - Dropping a [`Subscription`] releases the viewer at once: registry entry, count, receiver.
 
+pub mod stats;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,15 +21,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::PeerGroup;
 use crate::frame::{looks_like_jpeg, Frame};
-use crate::metrics::{CameraStats, DropReason, ViewerRefusal};
 use crate::source::{FrameSource, Mode, SourceError};
 use crate::status::{State, Status, StatusCell};
+pub use stats::{CameraStats, DropReason, ViewerRefusal};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HubConfig {
     /// Viewers (streams and in-flight snapshots, all APIs) admitted at once.
     pub max_viewers: usize,
+    /// Of those, viewers one peer may have: one host, or one remote IPv6 /64 (see
+    /// [`PeerGroup`]). Keeps one host from taking every slot.
+    pub max_viewers_per_address: usize,
     /// How long capture keeps running after the last viewer leaves (a reconnecting viewer then
     /// finds the camera warm).
     pub linger: Duration,
@@ -42,6 +48,9 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             max_viewers: 64,
+            // A household's busiest machine (a few tabs, VLC, a recorder) stays below it, and
+            // at 64 viewers, 8 hosts can always get in. A relay or proxy needs it raised.
+            max_viewers_per_address: 8,
             linger: Duration::from_secs(2),
             always_on: false,
             retry_min: Duration::from_millis(250),
@@ -54,6 +63,8 @@ impl Default for HubConfig {
 pub enum HubError {
     #[error("viewer limit reached ({max} viewers); try again later")]
     Full { max: usize },
+    #[error("viewer limit per address reached ({max} viewers from {peer}); try again later")]
+    AddressFull { max: usize, peer: PeerGroup },
     #[error("server is shutting down")]
     ShuttingDown,
     #[error("no frame within {0:?}: {1}")]
@@ -76,7 +87,7 @@ impl Api {
 
     pub fn as_str(self) -> &'static str {
         match self {
-            // "seed" on the wire (GetInfo, /info.json): scripts and older viewers read it.
+            // "seed" on the wire (GetInfo's viewer api): scripts and older viewers read it.
             Api::Tutorial => "seed",
             Api::V1 => "v1",
             Api::Snapshot => "snapshot",
@@ -213,6 +224,8 @@ struct Counters {
 
 struct ViewerEntry {
     info: ViewerInfo,
+    /// Whose per-address share it takes (`None`: no address known).
+    group: Option<PeerGroup>,
     connected_at: Instant,
     sent: AtomicU64,
     skipped: AtomicU64,
@@ -342,6 +355,7 @@ impl Hub {
         Ok(Subscription {
             registration,
             rx,
+            unread: false,
             last_seq: None,
             min_interval,
             last_delivery: None,
@@ -472,18 +486,37 @@ impl Registration {
         if s.closed.is_cancelled() {
             return Err(HubError::ShuttingDown);
         }
+        // Before the lock: it may read the machine's interface addresses.
+        let group = info.addr.map(|a| PeerGroup::of_peer(a.ip()));
         let mut viewers = s.viewers.lock().unwrap();
-        if viewers.len() >= s.cfg.max_viewers {
-            s.stats.viewer_refused(ViewerRefusal::ViewerCap);
+        let refusal = if viewers.len() >= s.cfg.max_viewers {
+            Some((
+                ViewerRefusal::ViewerCap,
+                HubError::Full {
+                    max: s.cfg.max_viewers,
+                },
+            ))
+        } else {
+            let max = s.cfg.max_viewers_per_address;
+            group
+                .filter(|g| viewers.values().filter(|v| v.group == Some(*g)).count() >= max)
+                .map(|peer| {
+                    (
+                        ViewerRefusal::PerAddressCap,
+                        HubError::AddressFull { max, peer },
+                    )
+                })
+        };
+        if let Some((why, e)) = refusal {
+            s.stats.viewer_refused(why);
             tracing::warn!(viewer = %info.name, addr = %info.addr_text(), api = info.api.as_str(),
-                max = s.cfg.max_viewers, "viewer rejected: limit reached");
-            return Err(HubError::Full {
-                max: s.cfg.max_viewers,
-            });
+                "viewer rejected: {e}");
+            return Err(e);
         }
         let id = s.next_viewer_id.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(ViewerEntry {
             info,
+            group,
             connected_at: Instant::now(),
             sent: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
@@ -528,6 +561,8 @@ impl Drop for Registration {
 pub struct Subscription {
     registration: Registration,
     rx: watch::Receiver<Option<Frame>>,
+    /// `ready` saw a frame that `next` has not taken yet (the channel counts it as seen).
+    unread: bool,
     last_seq: Option<u64>,
     min_interval: Option<Duration>,
     last_delivery: Option<tokio::time::Instant>,
@@ -536,21 +571,13 @@ pub struct Subscription {
 impl Subscription {
     /// Waits for a frame newer than the previous one; `None` once the hub shuts down.
     pub async fn next(&mut self) -> Option<Delivery> {
-        let closed = self.registration.hub.shared.closed.clone();
-        if let (Some(min), Some(last)) = (self.min_interval, self.last_delivery) {
-            tokio::select! {
-                biased;
-                _ = closed.cancelled() => return None,
-                _ = tokio::time::sleep_until(last + min) => {}
-            }
-        }
         loop {
-            tokio::select! {
-                biased;
-                _ = closed.cancelled() => return None,
-                changed = self.rx.changed() => changed.ok()?,
+            if !self.ready().await {
+                return None;
             }
-            // `None` means capture paused (camera gone or idle); keep waiting.
+            self.unread = false;
+            // The newest frame (it may be newer than the one `ready` saw); `None` if capture
+            // paused (camera gone or idle) since: keep waiting.
             let Some(frame) = self.rx.borrow_and_update().clone() else {
                 continue;
             };
@@ -566,6 +593,35 @@ impl Subscription {
             let hub = &self.registration.hub.shared;
             hub.stats.frame_delivered(entry.info.api, skipped);
             return Some(Delivery { frame, skipped });
+        }
+    }
+
+    /// Waits until [`next`](Self::next) has a frame to return at once (the viewer's rate cap
+    /// included), without taking it; `false` once the hub shuts down. A transport uses it to
+    /// decide at the last moment whether its viewer is ready for the frame.
+    pub async fn ready(&mut self) -> bool {
+        if self.unread {
+            return true;
+        }
+        let closed = self.registration.hub.shared.closed.clone();
+        if let (Some(min), Some(last)) = (self.min_interval, self.last_delivery) {
+            tokio::select! {
+                biased;
+                _ = closed.cancelled() => return false,
+                _ = tokio::time::sleep_until(last + min) => {}
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = closed.cancelled() => return false,
+                changed = self.rx.changed() => if changed.is_err() { return false },
+            }
+            // `None` means capture paused (camera gone or idle); keep waiting.
+            if self.rx.borrow().is_some() {
+                self.unread = true;
+                return true;
+            }
         }
     }
 
@@ -846,6 +902,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_host_cannot_take_every_slot() {
+        let cfg = HubConfig {
+            max_viewers: 10,
+            max_viewers_per_address: 2,
+            ..HubConfig::default()
+        };
+        let (hub, _fake) = fake_hub(cfg);
+        let from = |name: &str, addr: &str| ViewerInfo {
+            addr: Some(addr.parse().unwrap()),
+            ..viewer(name)
+        };
+        let a = hub.connect(from("a", "10.0.0.7:1000")).unwrap();
+        let _b = hub.connect(from("b", "[::ffff:10.0.0.7]:1001")).unwrap();
+        let refused = hub.connect(from("c", "10.0.0.7:1002")).err().unwrap();
+        assert_eq!(
+            refused.to_string(),
+            "viewer limit per address reached (2 viewers from 10.0.0.7); try again later"
+        );
+        // Others still get in; addressless viewers (none known) are not grouped.
+        let _d = hub.connect(from("d", "10.0.0.8:1000")).unwrap();
+        let _e = hub.connect(viewer("e")).unwrap();
+        let _f = hub.connect(viewer("f")).unwrap();
+        let _g = hub.connect(viewer("g")).unwrap();
+        // A remote IPv6 site is one peer, whatever address each host picks.
+        let _h = hub.connect(from("h", "[2001:db8:9:9::1]:1")).unwrap();
+        let _i = hub.connect(from("i", "[2001:db8:9:9::2]:1")).unwrap();
+        assert!(matches!(
+            hub.connect(from("j", "[2001:db8:9:9::3]:1")),
+            Err(HubError::AddressFull { max: 2, .. })
+        ));
+        drop(a);
+        assert!(
+            hub.connect(from("c", "10.0.0.7:1002")).is_ok(),
+            "a slot freed"
+        );
+        assert_eq!(hub.report().counters.viewers_rejected, 2);
+        hub.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn slow_viewer_skips_to_newest_and_counts_what_it_missed() {
         let (hub, _fake) = fake_hub(HubConfig::default());
         let mut slow = hub.connect(viewer("slow")).unwrap();
@@ -882,6 +978,21 @@ mod tests {
             "skipped = missed between reads + missed since the last read"
         );
         hub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn ready_waits_for_a_frame_without_taking_it() {
+        let (hub, _fake) = fake_hub(HubConfig::default());
+        let mut sub = hub.connect(viewer("v")).unwrap();
+        let first = sub.next().await.unwrap();
+        assert!(sub.ready().await);
+        assert!(sub.ready().await, "asking again changes nothing");
+        let second = sub.next().await.unwrap();
+        assert!(second.frame.seq > first.frame.seq);
+        assert_eq!(second.skipped, second.frame.seq - first.frame.seq - 1);
+        assert_eq!(hub.report().viewers[0].frames_sent, 2, "ready took nothing");
+        hub.shutdown().await;
+        assert!(!sub.ready().await, "false once the hub shuts down");
     }
 
     #[tokio::test]

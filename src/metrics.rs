@@ -10,23 +10,23 @@
 //! - The counting side only touches atomics (the encode-time histogram takes its own short
 //!   lock per observation, never across a JPEG encode); a scrape reads them and holds nothing
 //!   the capture thread or a viewer waits on.
-//! - Per-camera state ([`CameraStats`]) lives in each camera's hub, and every per-camera series
+//! - Per-camera state ([`CameraStats`](crate::hub::CameraStats)) lives in each camera's hub, and every per-camera series
 //!   has a `camera` label: a server with N hubs gives N label sets. Today there is one camera,
 //!   [`DEFAULT_CAMERA`].
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
 
-use crate::frame::{CapturedFrame, FrameOrigin};
+use crate::admission::{Refusal, Refusals};
+use crate::hub::stats::{api_index, ApiStats, DropReason, ViewerRefusal};
 use crate::hub::{Api, Hub};
 use crate::status::State;
 
@@ -35,193 +35,6 @@ pub const DEFAULT_CAMERA: &str = "default";
 
 /// The `Content-Type` of `/metrics`: Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-
-/// Encode-time buckets, in seconds: from a small frame on a desktop (~0.3 ms) to 1080p on a
-/// Pi Zero (~100 ms and more).
-const ENCODE_BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.066, 0.1, 0.2, 0.5, 1.0,
-];
-
-/// Why the hub dropped a frame instead of publishing it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// The source said the frame was bad (truncated, corrupt, failed to encode).
-    BadFrame,
-    /// The source returned something that is not a JPEG (caught by the hub's own check).
-    NotJpeg,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 2] = [DropReason::BadFrame, DropReason::NotJpeg];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::BadFrame => "bad_frame",
-            DropReason::NotJpeg => "not_jpeg",
-        }
-    }
-}
-
-/// Why a camera's hub turned a viewer away (connection-level refusals are [`Refusal`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ViewerRefusal {
-    /// `max_viewers` viewers were already watching.
-    ViewerCap,
-}
-
-impl ViewerRefusal {
-    pub const ALL: [ViewerRefusal; 1] = [ViewerRefusal::ViewerCap];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ViewerRefusal::ViewerCap => "viewer_cap",
-        }
-    }
-}
-
-/// One API's share of a camera's viewers and traffic.
-#[derive(Debug, Default)]
-struct ApiStats {
-    viewers: Gauge,
-    frames_sent: Counter,
-    frames_skipped: Counter,
-    bytes_sent: Counter,
-}
-
-/// What one camera counts beyond the hub's own counters (captured frames, capture starts and
-/// errors, viewers admitted, which the hub keeps for GetInfo). Owned by the camera's hub.
-#[derive(Debug)]
-pub struct CameraStats {
-    dropped: [Counter; DropReason::ALL.len()],
-    refused: [Counter; ViewerRefusal::ALL.len()],
-    encoded: Counter,
-    passed_through: Counter,
-    encode_seconds: Histogram,
-    /// Indexed by [`api_index`].
-    apis: [ApiStats; Api::ALL.len()],
-}
-
-impl Default for CameraStats {
-    fn default() -> Self {
-        CameraStats {
-            dropped: Default::default(),
-            refused: Default::default(),
-            encoded: Counter::default(),
-            passed_through: Counter::default(),
-            encode_seconds: Histogram::new(ENCODE_BUCKETS),
-            apis: Default::default(),
-        }
-    }
-}
-
-fn api_index(api: Api) -> usize {
-    Api::ALL
-        .iter()
-        .position(|a| *a == api)
-        .expect("Api::ALL lists every API")
-}
-
-impl CameraStats {
-    /// A frame the capture loop publishes: passed through or encoded, and how long encoding took.
-    pub fn frame_published(&self, frame: &CapturedFrame) {
-        match frame.origin {
-            FrameOrigin::Camera => self.passed_through.inc(),
-            FrameOrigin::Encoded => self.encoded.inc(),
-        };
-        if let Some(took) = frame.encode_time {
-            self.encode_seconds.observe(took.as_secs_f64());
-        }
-    }
-
-    /// A frame the capture loop dropped; returns the drops so far, all reasons together.
-    pub fn frame_dropped(&self, why: DropReason) -> u64 {
-        self.dropped[why as usize].inc();
-        self.dropped_total()
-    }
-
-    /// Frames dropped so far, all reasons together (GetInfo's `frames_dropped`).
-    pub fn dropped_total(&self) -> u64 {
-        self.dropped.iter().map(Counter::get).sum()
-    }
-
-    pub fn viewer_refused(&self, why: ViewerRefusal) {
-        self.refused[why as usize].inc();
-    }
-
-    /// Viewers refused so far, all reasons together (GetInfo's `viewers_rejected`).
-    pub fn refused_total(&self) -> u64 {
-        self.refused.iter().map(Counter::get).sum()
-    }
-
-    pub fn viewer_joined(&self, api: Api) {
-        self.apis[api_index(api)].viewers.inc();
-    }
-
-    pub fn viewer_left(&self, api: Api) {
-        self.apis[api_index(api)].viewers.dec();
-    }
-
-    /// A frame handed to a viewer, after it skipped `skipped` newer-than-its-last frames.
-    pub fn frame_delivered(&self, api: Api, skipped: u64) {
-        let a = &self.apis[api_index(api)];
-        a.frames_sent.inc();
-        a.frames_skipped.inc_by(skipped);
-    }
-
-    /// Bytes a transport handed to its connection for a viewer (see docs/metrics.md for what
-    /// each transport counts).
-    pub fn bytes_sent(&self, api: Api, bytes: usize) {
-        self.apis[api_index(api)]
-            .bytes_sent
-            .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
-    }
-
-    /// Viewers watching through `api` now.
-    pub fn viewers(&self, api: Api) -> i64 {
-        self.apis[api_index(api)].viewers.get()
-    }
-}
-
-/// Connections and requests turned away before they reach a camera.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// A peer already held `max_connections_per_address` connections.
-    PerAddressCap,
-    /// No request within the handshake timeout of the connection's accept (TLS included).
-    HandshakeTimeout,
-    /// Viewer tokens are required and the request had none, or a wrong or malformed one.
-    Token,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 3] = [
-        Refusal::PerAddressCap,
-        Refusal::HandshakeTimeout,
-        Refusal::Token,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::PerAddressCap => "per_address_cap",
-            Refusal::HandshakeTimeout => "handshake_timeout",
-            Refusal::Token => "token",
-        }
-    }
-}
-
-/// The server's refusal counts, shared by every listener (they live in its admission state).
-#[derive(Debug, Default)]
-pub struct Refusals([AtomicU64; Refusal::ALL.len()]);
-
-impl Refusals {
-    pub fn count(&self, why: Refusal) {
-        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self, why: Refusal) -> u64 {
-        self.0[why as usize].load(Ordering::Relaxed)
-    }
-}
 
 /// One camera as `/metrics` sees it: its label and its hub.
 #[derive(Clone)]
@@ -579,15 +392,5 @@ mod tests {
         drop(sub);
         door.shutdown().await;
         drive.shutdown().await;
-    }
-
-    #[test]
-    fn drops_and_refusals_sum_across_reasons() {
-        let s = CameraStats::default();
-        assert_eq!(s.frame_dropped(DropReason::BadFrame), 1);
-        assert_eq!(s.frame_dropped(DropReason::NotJpeg), 2);
-        assert_eq!(s.dropped_total(), 2);
-        s.viewer_refused(ViewerRefusal::ViewerCap);
-        assert_eq!(s.refused_total(), 1);
     }
 }

@@ -68,11 +68,15 @@ async fn v1_frames_carry_sequence_time_size_and_origin() {
 
 #[tokio::test]
 async fn twenty_concurrent_viewers_on_both_apis_all_decode() {
-    // All twenty come from 127.0.0.1, above the default per-address cap of 16.
+    // All twenty come from 127.0.0.1, above the default per-address caps (16 connections, 8 viewers).
     let config = Config {
         conn: ConnLimits {
             per_address: 32,
             ..ConnLimits::default()
+        },
+        hub: HubConfig {
+            max_viewers_per_address: 32,
+            ..HubConfig::default()
         },
         ..common::config()
     };

@@ -135,9 +135,13 @@ impl Mjpeg {
         true
     }
 
-    /// The next part; `None` when the stream ended cleanly between parts.
+    /// The next part; `None` when the stream ended cleanly between parts. Empty lines before
+    /// a part's boundary (the server's pacing probes) are skipped, as multipart readers do.
     async fn next(&mut self) -> Option<Part> {
         let head_end = loop {
+            while self.buf.starts_with(b"\r\n") {
+                let _ = self.buf.split_to(2);
+            }
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i;
             }
@@ -324,6 +328,50 @@ async fn viewer_limit_is_shared_with_grpc() {
     server.stop().await.unwrap();
 }
 
+/// One host's viewers on both transports count against one per-address cap; past it, each
+/// side is refused at once, naming the limit and the host.
+#[tokio::test]
+async fn per_address_viewer_cap_spans_grpc_and_http() {
+    let cfg = HubConfig {
+        max_viewers_per_address: 2,
+        ..HubConfig::default()
+    };
+    let server = with_http(common::pattern(160, 120, 30.0), cfg).await;
+    let mut grpc = FrameStream::open(server.channel().await, false, "grpc", 0.0)
+        .await
+        .unwrap();
+    grpc.next().await.unwrap().unwrap();
+    let mut http = Mjpeg::open(server.http_addr(), "/stream.mjpg?name=http").await;
+    http.next().await.unwrap();
+
+    let said = "viewer limit per address reached (2 viewers from 127.0.0.1)";
+    for path in ["/stream.mjpg", "/snapshot.jpg"] {
+        let (status, headers, body) = get(server.http_addr(), path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(header_str(&headers, "retry-after"), "2");
+        assert!(text(&body).contains(said), "{}", text(&body));
+    }
+    let err = FrameStream::open(server.channel().await, false, "third", 0.0)
+        .await
+        .err()
+        .expect("gRPC refused too");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains(said), "{}", err.message());
+
+    drop(http);
+    let hub = server.hub.clone();
+    eventually("the HTTP viewer's slot is freed", || {
+        let hub = hub.clone();
+        async move { hub.viewer_count() == 1 }
+    })
+    .await;
+    let mut late = Mjpeg::open(server.http_addr(), "/stream.mjpg?name=late").await;
+    late.next().await.unwrap();
+    assert_eq!(server.hub.report().counters.viewers_rejected, 3);
+    drop(late);
+    server.stop().await.unwrap();
+}
+
 /// HTTP viewers show in GetInfo, and HTTP and gRPC viewers get the very same frames.
 #[tokio::test]
 async fn http_viewers_share_the_hubs_frames_and_show_in_get_info() {
@@ -412,8 +460,9 @@ async fn stalled_reader_neither_slows_others_nor_queues_on_the_server() {
         "stalled viewer: {} frames sent, {} skipped",
         slow.frames_sent, slow.frames_skipped
     );
-    // The kernel's capped send buffer (256 KiB), the reader's receive buffer and hyper's 64 KiB
-    // hold about 8 of these ~40 KiB frames; a queue would hold all 90.
+    // Paced, it gets the frame it asked for and then only probes. Even unpaced, the kernel's
+    // capped send buffer (256 KiB), its receive buffer and hyper's 64 KiB hold about 8 of these
+    // ~40 KiB frames; a queue would hold all 90.
     assert!(
         slow.frames_sent <= 20,
         "server handed the stalled viewer only what its buffers hold, not a queue: {} sent",

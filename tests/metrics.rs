@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use camcast::admission::ConnLimits;
+use camcast::admission::Refusals;
 use camcast::client;
 use camcast::config::Config;
 use camcast::http::HttpSettings;
 use camcast::hub::{Hub, HubConfig};
-use camcast::metrics::{Camera, Metrics, Refusals, DEFAULT_CAMERA};
+use camcast::metrics::{Camera, Metrics, DEFAULT_CAMERA};
 use camcast::pb;
 use camcast::source::fake::{FakeSource, Step};
 use camcast::status::StatusCell;

@@ -20,11 +20,8 @@ repo=$(cd "$here/../.." && pwd)
 layer=$here/meta-camcast
 cd "$repo"
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); printf 'ok    %s\n' "$*"; }
-bad() { fail=$((fail + 1)); printf 'FAIL  %s\n' "$*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+# shellcheck source=scripts/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/checks.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -126,5 +123,4 @@ check "oelint-adv $("$venv/bin/oelint-adv" --version | cut -d' ' -f2): no warnin
 
 echo
 echo "no BitBake build ran: these are structure and lint checks only"
-echo "yocto: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_summary yocto

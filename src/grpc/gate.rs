@@ -95,7 +95,7 @@ impl<S> Gate<S> {
             .map(|v| v.as_bytes());
         tokens.check_header(header).map_err(|e| {
             if let Some(conn) = conn_info(req) {
-                conn.count_refusal(crate::metrics::Refusal::Token);
+                conn.count_refusal(crate::admission::Refusal::Token);
             }
             let addr = conn_info(req).map(|c| c.remote.to_string());
             tracing::warn!(addr = addr.as_deref().unwrap_or("?"), path, reason = %e,

@@ -177,7 +177,9 @@ async fn track_health(health: tonic_health::server::HealthReporter, status: Stat
 impl From<HubError> for Status {
     fn from(e: HubError) -> Status {
         match e {
-            HubError::Full { .. } => Status::resource_exhausted(e.to_string()),
+            HubError::Full { .. } | HubError::AddressFull { .. } => {
+                Status::resource_exhausted(e.to_string())
+            }
             HubError::ShuttingDown | HubError::NoFrame(..) => Status::unavailable(e.to_string()),
         }
     }

@@ -31,7 +31,7 @@ pub(super) async fn require_token(
             tracing::warn!(addr = ?peer, path = req.uri().path(), reason = %e,
                 "HTTP request refused: bad or missing token");
             if let Some(conn) = crate::admission::conn_info(&req) {
-                conn.count_refusal(crate::metrics::Refusal::Token);
+                conn.count_refusal(crate::admission::Refusal::Token);
             }
             refuse(&e)
         }

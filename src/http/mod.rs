@@ -4,14 +4,16 @@
 //!
 //! It is another view of the same [`Hub`] as gRPC: frames are never encoded twice, HTTP viewers
 //! count towards the same `max_viewers`, show up in `GetInfo` as api "http", and obey the same
-//! slow-viewer rule (the next frame is taken from the hub only when hyper asks the body for more,
-//! so a stalled viewer skips frames instead of queueing them).
+//! slow-viewer rule (a viewer gets the newest frame when it is ready for one and skips the rest;
+//! see `pacing.rs` for how the server tells when an MJPEG reader is ready).
 
 mod auth;
 mod mjpeg;
+mod pacing;
 mod routes;
 
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,10 +45,11 @@ const MAX_HEADERS: usize = 64;
 /// stalled viewer keeps at most about one frame here and the rest of its frames are skipped.
 const MAX_BUF_BYTES: usize = 64 * 1024;
 
-/// Kernel send buffer per HTTP connection (Linux doubles it). Left to autotuning, a loopback or
-/// fast-LAN socket grows to megabytes: a viewer that stops reading would then have dozens of
-/// stale frames queued in the kernel, and see them late. This is ample for LAN round-trip
-/// times (1080p at 30 fps needs about 1.6 MB/s); a slower path skips frames instead.
+/// Kernel send buffer per HTTP connection (Linux doubles it). An MJPEG stream is paced to its
+/// reader (see [`pacing`]) and never has more than a part in flight; this bounds what a
+/// connection can queue where pacing cannot see (no TCP facts). Left to autotuning, a loopback
+/// or fast-LAN socket grows to megabytes. Ample for LAN round-trip times (1080p at 30 fps
+/// needs about 1.6 MB/s).
 const SEND_BUFFER_BYTES: usize = 128 * 1024;
 
 /// HTTP settings. What guards the port (admission, TLS, tokens) is the server's shared
@@ -221,7 +224,8 @@ impl Transport for tokio_rustls::server::TlsStream<Admitted> {
 }
 
 /// Serves one connection with the router. Each request counts as open on its connection until
-/// its response body ends, which is what the idle timeout looks at.
+/// its response body ends, which is what the idle timeout looks at. The transport is
+/// [`Watched`](pacing::Watched), so an MJPEG body can pace itself to the reader.
 fn serve_connection(
     io: impl Transport,
     builder: http1::Builder,
@@ -230,10 +234,14 @@ fn serve_connection(
 ) {
     let info = io.admitted().info().clone();
     let peer = info.remote;
+    let fd = io.admitted().tcp().as_raw_fd();
+    let io = pacing::Watched::new(io, fd);
+    let wire = io.watch();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         // The admission facts, as gRPC requests have them (the token check counts refusals).
         req.extensions_mut().insert(info.clone());
+        req.extensions_mut().insert(wire.clone());
         let guard = info.begin_request();
         let call = tower_service::Service::call(&mut app.clone(), req);
         async move {

@@ -21,6 +21,8 @@ use invariants::Session;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod mjpeg_reader;
+
 /// A real server (`camcast::server`) on ephemeral loopback ports.
 ///
 /// A test ends it with [`TestServer::stop`], which checks the invariants every server test

@@ -36,12 +36,8 @@ for f in "$BASE" "$DEB" "$UPGRADE"; do [ -f "$f" ] || { echo "missing file: '$f'
 [ "$(id -u)" = 0 ] || { echo "must run as root (chroot)" >&2; exit 2; }
 arch-test arm64 >/dev/null || { echo "arm64 binaries do not run here (binfmt_misc + qemu-user-static; image/build.sh registers them)" >&2; exit 2; }
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); printf 'ok    %s\n' "$*"; }
-bad() { fail=$((fail + 1)); printf 'FAIL  %s\n' "$*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-not() { ! "$@"; }
+# shellcheck source=scripts/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/checks.sh"
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/camcast-deb-test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -121,6 +117,4 @@ if in_root dpkg -i /tmp/v2.deb </dev/null >"$work/upgrade3.log" 2>&1; then ok "u
 check "the unedited camcast.toml now holds the new default" grep -q '^linger_secs = 3$' "$root/etc/camcast/camcast.toml"
 check "... with no .dpkg-dist beside it" test ! -e "$root/etc/camcast/camcast.toml.dpkg-dist"
 
-echo
-echo "deb: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_summary deb

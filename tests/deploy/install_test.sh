@@ -19,15 +19,8 @@ CAMCAST_HOST_BIN=
 # The exposure score may not exceed this (systemd-analyze counts tenths: 20 = 2.0).
 MAX_EXPOSURE_TENTHS=20
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); printf 'ok    %s\n' "$*"; }
-bad() { fail=$((fail + 1)); printf 'FAIL  %s\n' "$*"; }
-check() { # check DESCRIPTION COMMAND...
-  local what=$1
-  shift
-  if "$@"; then ok "$what"; else bad "$what"; fi
-}
+# shellcheck source=scripts/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/checks.sh"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/camcast-deploy-test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -230,8 +223,8 @@ check "camcast is in group video" grep -qE '^video:x:44:(.*,)?camcast(,|$)' "$sr
 check "group gpio created with camcast in it" grep -qE '^gpio:x:[0-9]+:(.*,)?camcast(,|$)' "$sroot/etc/group"
 
 # ---- 8. the default config: every key of src/config.rs, valid TOML, accepted by camcast ---------
-keys_in_source() { # the field names of FileConfig's section structs
-  awk -v s="$1" '$0 ~ "^struct " s " *\\{" {on=1; next} on && /^\}/ {on=0} on && /^ *[a-z_]+: / {sub(/^ */, ""); sub(/:.*/, ""); print}' src/config.rs
+keys_in_source() { # the field names of a section struct (declared inside `settings! { ... }`)
+  awk -v s="$1" '$0 ~ "^ *(pub )?struct " s " *\\{" {on=1; next} on && /^ *\}/ {on=0} on && /^ *(pub )?[a-z_]+: / {sub(/^ *(pub )?/, ""); sub(/:.*/, ""); print}' src/config.rs
 }
 for section in server:ServerSection camera:CameraSection http:HttpSection; do
   name=${section%%:*}
@@ -270,7 +263,7 @@ if [ -z "$CAMCAST_HOST_BIN" ]; then
 fi
 if [ -n "$CAMCAST_HOST_BIN" ]; then
   log=$work/camcast.log
-  "$CAMCAST_HOST_BIN" --config deploy/camcast.toml --listen 127.0.0.1:0 --http 127.0.0.1:0 --source test-pattern --led none >"$log" 2>&1 &
+  "$CAMCAST_HOST_BIN" --config deploy/camcast.toml --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --source test-pattern --led none >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do grep -q 'serving gRPC' "$log" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if grep -q 'serving gRPC' "$log"; then ok "camcast starts with deploy/camcast.toml ($CAMCAST_HOST_BIN)"; else
@@ -283,6 +276,4 @@ else
   echo "note: no host camcast build found; deploy/camcast.toml checked as TOML only"
 fi
 
-echo
-echo "deploy: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_summary deploy
