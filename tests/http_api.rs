@@ -368,7 +368,7 @@ async fn per_address_viewer_cap_spans_grpc_and_http() {
     let mut late = Mjpeg::open(server.http_addr(), "/stream.mjpg?name=late").await;
     late.next().await.unwrap();
     assert_eq!(server.hub.report().counters.viewers_rejected, 3);
-    drop(late);
+    drop((late, grpc));
     server.stop().await.unwrap();
 }
 
