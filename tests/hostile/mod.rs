@@ -173,6 +173,7 @@ impl<'a> Arbitrary<'a> for Sequence {
 
 #[derive(Debug, Arbitrary)]
 pub enum Step {
+    Viewer(Viewer),
     Http(HttpExchange),
     Grpc(GrpcConnection),
     RawH2(RawH2),
@@ -181,6 +182,99 @@ pub enum Step {
         which: u8,
         how: Close,
     },
+}
+
+/// A well-formed request, as a stock client sends it, carrying hostile values: the frame-rate
+/// cap, the viewer name and the credential are what get past the parsers to the validators
+/// and the hub. Random bytes seldom decode into a request this well formed, so without this
+/// step the sequences would almost never register a viewer.
+#[derive(Debug, Arbitrary)]
+pub struct Viewer {
+    pub server: Which,
+    pub ask: Ask,
+    pub name: Name,
+    pub fps_text: FpsText,
+    pub fps: FpsFloat,
+    /// `None`: the right token (on the tokened server; the open one ignores it).
+    pub credential: Option<Credential>,
+    /// MJPEG parts or gRPC messages to read before the stream ends as `finish` says.
+    pub read: u8,
+    pub finish: StreamEnd,
+    pub close: Close,
+}
+
+/// What a [`Viewer`] asks for, on each transport.
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub enum Ask {
+    MjpegStream,
+    HttpSnapshot,
+    HttpInfo,
+    Tutorial,
+    StreamFrames,
+    GrpcSnapshot,
+    GetInfo,
+}
+
+impl Viewer {
+    /// The request as an HTTP/1.1 exchange (`Ok`) or a gRPC connection with one call (`Err`).
+    fn exchange(&self) -> Result<HttpExchange, GrpcConnection> {
+        let credential = self.credential.clone().unwrap_or(Credential::Right);
+        let http = |path: Path, query: Vec<Param>| HttpExchange {
+            server: self.server,
+            method: Method::Get,
+            path,
+            query: Few(query),
+            headers: Few(vec![Header::Authorization(credential.clone())]),
+            flood: 0,
+            version: Version::Http11,
+            body: Body::None,
+            copies: 0,
+            parts: self.read,
+            close: self.close,
+        };
+        let param = |key: Key, value: Value| Param {
+            key,
+            value,
+            raw: false,
+        };
+        let named = || param(Key::Name, Value::Name(self.name.clone()));
+        let request = match self.ask {
+            Ask::MjpegStream => {
+                let fps = param(Key::Fps, Value::Fps(self.fps_text.clone()));
+                return Ok(http(Path::Stream, vec![fps, named()]));
+            }
+            Ask::HttpSnapshot => return Ok(http(Path::Snapshot, vec![named()])),
+            Ask::HttpInfo => return Ok(http(Path::Info, vec![])),
+            Ask::Tutorial => (RpcPath::Tutorial, Request::ClientName(self.name.clone())),
+            Ask::StreamFrames => (
+                RpcPath::StreamFrames,
+                Request::Stream(self.name.clone(), self.fps.clone()),
+            ),
+            Ask::GrpcSnapshot => (RpcPath::Snapshot, Request::Snapshot(self.name.clone())),
+            Ask::GetInfo => (RpcPath::GetInfo, Request::GetInfo),
+        };
+        Err(GrpcConnection {
+            server: self.server,
+            settings: ClientSettings {
+                stream_window: None,
+                connection_window: None,
+                max_frame_size: None,
+                max_header_list_size: None,
+                header_table_size: None,
+            },
+            calls: Few(vec![GrpcCall {
+                path: request.0,
+                verb: Verb::Post,
+                headers: Few(vec![GrpcHeader::Authorization(credential)]),
+                body: GrpcBody::Message(request.1),
+                end_stream: true,
+                read: self.read,
+                release: true,
+                finish: self.finish.clone(),
+            }]),
+            close: self.close,
+        })
+    }
 }
 
 /// Which server a step talks to: the open one, or the one that requires [`TOKEN`].
@@ -204,7 +298,7 @@ pub enum Close {
 // --- Values a request can carry, with each field's extremes.
 
 /// A frame-rate cap as text (`?fps=`).
-#[derive(Debug, Arbitrary)]
+#[derive(Debug, Clone, Arbitrary)]
 pub enum FpsText {
     Zero,
     NegZero,
@@ -256,7 +350,7 @@ impl FpsText {
 }
 
 /// A frame-rate cap as a protobuf float (`max_fps`).
-#[derive(Debug, Arbitrary)]
+#[derive(Debug, Clone, Arbitrary)]
 pub enum FpsFloat {
     Zero,
     NegZero,
@@ -301,7 +395,7 @@ impl FpsFloat {
 
 /// A viewer name, around the limit in one-, two-, three- and four-byte characters, with
 /// control characters, or anything.
-#[derive(Debug, Arbitrary)]
+#[derive(Debug, Clone, Arbitrary)]
 pub enum Name {
     Empty,
     Blank,
@@ -344,7 +438,7 @@ impl Name {
 }
 
 /// What an `Authorization` header or `?token=` carries.
-#[derive(Debug, Arbitrary)]
+#[derive(Debug, Clone, Arbitrary)]
 pub enum Credential {
     Right,
     Wrong,
@@ -773,7 +867,7 @@ impl Request {
     }
 }
 
-#[derive(Debug, Arbitrary)]
+#[derive(Debug, Clone, Arbitrary)]
 pub enum StreamEnd {
     /// Read to the end (trailers), or as far as the server goes in a moment.
     Finish,
@@ -908,6 +1002,10 @@ async fn play_steps(seq: &Sequence, open: &Target, tokened: &Target) -> Result<(
             Which::Tokened => tokened,
         };
         let result = match step {
+            Step::Viewer(v) => match v.exchange() {
+                Ok(x) => http_exchange(&x, target(v.server), &mut held).await,
+                Err(g) => grpc_connection(&g, target(v.server), &mut held).await,
+            },
             Step::Http(x) => http_exchange(x, target(x.server), &mut held).await,
             Step::Grpc(g) => grpc_connection(g, target(g.server), &mut held).await,
             Step::RawH2(r) => raw_h2(r, target(r.server), &mut held).await,
@@ -1597,9 +1695,11 @@ async fn grpc_call(
             if recv.is_end_stream() {
                 return Ok(None);
             }
-            // Drain what comes in a moment, then look at the trailers if the stream ended.
+            // Drain what comes in a moment, then look at the trailers if the stream ended. A
+            // live stream never pauses for long, so the whole drain is bounded, not each read.
+            let until = tokio::time::Instant::now() + BRIEF * 4;
             loop {
-                match tokio::time::timeout(BRIEF, recv.data()).await {
+                match tokio::time::timeout_at(until, recv.data()).await {
                     Ok(Some(Ok(data))) => {
                         let _ = recv.flow_control().release_capacity(data.len());
                     }
