@@ -129,7 +129,24 @@ pub fn repair_with_info(data: Bytes) -> Result<(Bytes, JpegInfo), JpegError> {
         };
         return Ok((jpeg, info));
     }
+    with_standard_tables(&data, info)
+}
+
+/// [`repair_with_info`] for a borrowed buffer (a V4L2 driver buffer that goes back to the
+/// driver): exactly one copy whatever the repair, padding left behind, tables inserted on the way.
+pub fn repair_from_slice(data: &[u8]) -> Result<(Bytes, JpegInfo), JpegError> {
+    let mut info = inspect(data)?;
+    info.trailing_padding = 0;
+    if info.has_dht {
+        return Ok((Bytes::copy_from_slice(&data[..info.len]), info));
+    }
+    with_standard_tables(data, info)
+}
+
+/// The JPEG rebuilt with the standard Huffman tables before its first scan (one copy).
+fn with_standard_tables(data: &[u8], mut info: JpegInfo) -> Result<(Bytes, JpegInfo), JpegError> {
     check_standard_tables_fit(&info)?;
+    let end = info.len;
     let at = info.first_scan_at;
     let mut out = Vec::with_capacity(end + STANDARD_DHT.len());
     out.extend_from_slice(&data[..at]);
@@ -744,6 +761,22 @@ mod tests {
         let (out, out_info) = repair_with_info(Bytes::from(without)).unwrap();
         assert_eq!(out, with, "standard DHT spliced in right before SOS");
         assert_eq!(inspect(&out).unwrap(), out_info);
+    }
+
+    #[test]
+    fn a_borrowed_buffer_is_repaired_like_an_owned_one() {
+        let with = build(32, 16, true, &[1, 2, 3]);
+        for input in [with.clone(), build(32, 16, false, &[1, 2, 3])] {
+            let mut padded = input.clone();
+            padded.extend_from_slice(&[0; 37]);
+            let (out, info) = repair_from_slice(&padded).unwrap();
+            assert_eq!(
+                out, with,
+                "tables inserted where missing, padding left behind"
+            );
+            assert_eq!((out, info), repair_with_info(Bytes::from(padded)).unwrap());
+        }
+        assert!(repair_from_slice(&[0xFF, 0xD8, 0xFF]).is_err());
     }
 
     #[test]

@@ -421,7 +421,14 @@ async fn http_viewers_share_the_hubs_frames_and_show_in_get_info() {
 /// the rest as skipped.
 #[tokio::test]
 async fn stalled_reader_neither_slows_others_nor_queues_on_the_server() {
-    let server = pattern_with_http(1280, 720, 15.0).await;
+    // The stalled viewer must outlive the test: without pacing (under qemu-user) its zero
+    // window would reach the vanish timeout (TCP_USER_TIMEOUT, 20 s) while an emulated camera
+    // takes longer than that to deliver 90 frames. Dropping it is tested on its own.
+    let config = Config {
+        keepalive_timeout: Duration::from_secs(600),
+        ..common::config_with_http()
+    };
+    let server = TestServer::launch(config, common::pattern(1280, 720, 15.0)).await;
     // A small receive buffer, like a congested phone on Wi-Fi; then it never reads again.
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -491,6 +498,9 @@ async fn bad_queries_get_400_with_a_clear_message_and_harm_nothing() {
         // Once a panic after registration that leaked a viewer slot per request (issue 12).
         ("/stream.mjpg?fps=1e-30", RATE_RULE),
         ("/stream.mjpg?fps=1e-45", RATE_RULE),
+        // Rounds to 0 (no cap) as an f32: checked before narrowing (found by .ci/hostile-client).
+        ("/stream.mjpg?fps=1e-320", RATE_RULE),
+        ("/stream.mjpg?fps=1000.0001", RATE_RULE),
         ("/stream.mjpg?fps=0.009", RATE_RULE),
         ("/stream.mjpg?fps=1e30", RATE_RULE),
         (&format!("/stream.mjpg?name={long_name}"), "at most 64"),

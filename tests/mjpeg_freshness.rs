@@ -25,6 +25,22 @@ const MAX_LAG: u64 = 10;
 const CAMERA_FPS: f64 = 30.0;
 const READER_PERIOD: Duration = Duration::from_millis(100);
 
+/// Pacing reads TCP_INFO. Where it is not usable the freshness asserted here cannot hold, and
+/// the server says so in its log. Only one measured cause is accepted: an emulator that answers
+/// TCP_INFO with an int (qemu-user, under which CI runs the aarch64 suite). The same tests run
+/// natively in CI's test stage.
+fn pacing_is_usable() -> bool {
+    use camcast::http::TcpInfoGap;
+    match camcast::http::tcp_info_usable() {
+        Ok(()) => true,
+        Err(e @ TcpInfoGap::Emulated(_)) => {
+            eprintln!("NOT CHECKED under an emulator: freshness needs TCP_INFO ({e})");
+            false
+        }
+        Err(e) => panic!("pacing is off here: {e}"),
+    }
+}
+
 /// One camera at a time: each test paces a 30 fps stream, and on a loaded machine four at once
 /// would measure the machine rather than the server.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -132,6 +148,9 @@ async fn read_slowly<IO: AsyncRead + AsyncWrite + Unpin>(
 
 /// Reads 4 s of parts at 10 a second; the parts of the last 2 s must be current.
 async fn slow_reader_reads_current_frames(https: bool) {
+    if !pacing_is_usable() {
+        return;
+    }
     let _serial = ONE_AT_A_TIME.lock().await;
     let camera = Camera::start(https).await;
     let mut slow = camera.reader("/stream.mjpg?name=slow").await;
@@ -174,6 +193,9 @@ async fn over_https_a_slow_reader_reads_frames_near_the_newest() {
 
 #[tokio::test]
 async fn after_a_pause_the_next_part_is_current() {
+    if !pacing_is_usable() {
+        return;
+    }
     let _serial = ONE_AT_A_TIME.lock().await;
     let camera = Camera::start(false).await;
     let mut reader = camera.reader("/stream.mjpg?name=pausing").await;

@@ -22,7 +22,7 @@ pub fn checked_name(raw: &str, max_len: usize) -> Result<String, Status> {
 
 /// A viewer's requested frame-rate cap (see [`RateCap`]: the same check as HTTP's `?fps=`).
 pub fn checked_max_fps(max_fps: f32) -> Result<RateCap, Status> {
-    RateCap::new(max_fps).map_err(|e| Status::invalid_argument(e.to_string()))
+    RateCap::new(f64::from(max_fps)).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// Decodes a request body (5-byte gRPC frame headers and messages) exactly as the server's

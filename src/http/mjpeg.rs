@@ -35,7 +35,7 @@ pub const BOUNDARY: &str = "camcastframe";
 /// Unknown parameters, such as a cache-buster, are ignored.
 #[derive(Debug, Deserialize)]
 pub(super) struct StreamQuery {
-    fps: Option<f32>,
+    fps: Option<f64>,
     name: Option<String>,
 }
 

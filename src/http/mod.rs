@@ -10,6 +10,7 @@
 mod auth;
 mod mjpeg;
 mod pacing;
+pub use pacing::{tcp_info_usable, TcpInfoGap};
 mod routes;
 
 use std::future::Future;
@@ -154,6 +155,12 @@ pub async fn serve(
 ) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving HTTP: the page at /, /stream.mjpg, /snapshot.jpg, /info.json, /metrics, /healthz");
+        if let Err(e) = tcp_info_usable() {
+            tracing::warn!(
+                "/stream.mjpg is not paced to its readers: {e}; \
+                 a reader slower than the camera will read frames up to a send buffer behind"
+            );
+        }
     }
     let app = router(hub, settings.clone(), protection.tokens.clone(), metrics);
     let mut conn_builder = http1::Builder::new();

@@ -218,9 +218,38 @@ struct TcpSample {
     delivery_rate: u64,
 }
 
+/// Why TCP_INFO cannot drive pacing here. Without it `/stream.mjpg` is unpaced: a reader slower
+/// than the camera reads frames that waited in socket buffers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TcpInfoGap {
+    /// No kernel answers TCP_INFO with an int; qemu-user passes it through as one.
+    #[error("TCP_INFO came back as a {0}-byte int, not the kernel's struct (an emulator such as qemu-user)")]
+    Emulated(usize),
+    #[error("TCP_INFO is too short ({0} bytes; pacing needs {1}: Linux 4.9 or later)")]
+    TooShort(usize, usize),
+    #[error("TCP_INFO cannot be read: {0}")]
+    Os(String),
+}
+
+/// Whether this system reports the TCP_INFO fields pacing needs, tried once on a loopback
+/// connection.
+pub fn tcp_info_usable() -> Result<(), TcpInfoGap> {
+    use std::os::fd::AsRawFd;
+    static USABLE: std::sync::OnceLock<Result<(), TcpInfoGap>> = std::sync::OnceLock::new();
+    let probe = || {
+        let os = |e: io::Error| TcpInfoGap::Os(e.to_string());
+        let listener =
+            std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).map_err(os)?;
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().map_err(os)?).map_err(os)?;
+        tcp_sample(client.as_raw_fd()).map(drop)
+    };
+    USABLE.get_or_init(probe).clone()
+}
+
 /// Reads TCP_INFO. Fields are checked against the length the kernel filled in: an older
 /// kernel's shorter struct leaves the newer ones zero.
-fn tcp_sample(fd: RawFd) -> io::Result<TcpSample> {
+fn tcp_sample(fd: RawFd) -> Result<TcpSample, TcpInfoGap> {
     // SAFETY: tcp_info is plain old data, so all-zero is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -235,15 +264,17 @@ fn tcp_sample(fd: RawFd) -> io::Result<TcpSample> {
         )
     };
     if rc != 0 {
-        return Err(io::Error::last_os_error());
+        return Err(TcpInfoGap::Os(io::Error::last_os_error().to_string()));
     }
-    let filled = |end: usize| len as usize >= end;
+    let len = len as usize;
+    let filled = |end: usize| len >= end;
     // tcpi_notsent_bytes, tcpi_min_rtt (4.6) and tcpi_delivery_rate (4.9): without them, no gate.
-    if !filled(std::mem::offset_of!(libc::tcp_info, tcpi_delivery_rate) + 8) {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "TCP_INFO too old",
-        ));
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_delivery_rate) + 8;
+    if len == std::mem::size_of::<libc::c_int>() {
+        return Err(TcpInfoGap::Emulated(len));
+    }
+    if !filled(needed) {
+        return Err(TcpInfoGap::TooShort(len, needed));
     }
     let window_known = filled(std::mem::offset_of!(libc::tcp_info, tcpi_snd_wnd) + 4);
     Ok(TcpSample {
@@ -652,11 +683,22 @@ mod tests {
     #[test]
     fn tcp_info_of_a_loopback_connection_reads() {
         use std::os::fd::AsRawFd;
+        assert!(tcp_sample(-1).is_err());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let s = tcp_sample(client.as_raw_fd()).expect("TCP_INFO on Linux");
+        let sample = tcp_sample(client.as_raw_fd());
+        assert_eq!(
+            tcp_info_usable(),
+            sample.as_ref().map(drop).map_err(Clone::clone)
+        );
+        // qemu-user (CI runs the aarch64 suite under it) answers with an int: pacing is off
+        // there, and only that measured cause is accepted.
+        if let Err(TcpInfoGap::Emulated(_)) = sample {
+            eprintln!("NOT CHECKED under an emulator: {}", sample.unwrap_err());
+            return;
+        }
+        let s = sample.expect("TCP_INFO on Linux");
         assert!(s.all_acked, "nothing sent yet");
         assert!(s.peer_window > 0, "kernel ≥ 5.19 reports the peer's window");
-        assert!(tcp_sample(-1).is_err());
     }
 }

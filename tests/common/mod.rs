@@ -557,13 +557,15 @@ pub fn decode(jpeg: &[u8]) -> (usize, usize) {
     (img.width, img.height)
 }
 
-/// Polls `cond` until it holds; panics with `what` after 10 s.
+/// Polls `cond` until it holds; panics with `what` after 60 s. The limit is a hang guard, not
+/// a timing check: under qemu-user (CI's aarch64 suite) or a loaded machine, cameras and
+/// servers run many times slower than natively.
 pub async fn eventually<F, Fut>(what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
         if cond().await {
             return;

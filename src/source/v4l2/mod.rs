@@ -20,7 +20,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
 use v4l::buffer::{Flags as BufFlags, Type as BufType};
 use v4l::io::mmap::Stream;
 use v4l::io::traits::CaptureStream;
@@ -253,7 +252,7 @@ impl FrameMaker {
     ) -> Result<CapturedFrame, SourceError> {
         match self {
             FrameMaker::Passthrough => {
-                let (jpeg, info) = crate::jpeg::repair_with_info(Bytes::copy_from_slice(used))
+                let (jpeg, info) = crate::jpeg::repair_from_slice(used)
                     .map_err(|e| SourceError::BadFrame(e.to_string()))?;
                 Ok(CapturedFrame {
                     jpeg,
