@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use camcast::config::Config;
 use camcast::discovery::{self, Advertisement, Found};
-use common::{bin_command, ChildGuard};
+use common::{bin_command, ServerProcess};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const BROWSE: Duration = Duration::from_secs(2);
@@ -120,20 +119,23 @@ fn advertisement_on_every_interface_gives_a_dialable_target() {
     advertise_browse_and_withdraw("[::]:0");
 }
 
-/// Starts `camcast` (320x240 at 15 fps) on 127.0.0.1:0 and returns it with its port (read from
-/// its log); the log is drained meanwhile. The guard kills it if the test fails.
-fn spawn_server(extra: &[&str]) -> (ChildGuard, u16) {
+/// Starts `camcast` (320x240 at 15 fps) on 127.0.0.1:0 and returns it with its port. It is
+/// killed if the test fails.
+fn spawn_server(extra: &[&str]) -> (ServerProcess, u16) {
     let args: Vec<&str> = ["--fps", "15"].iter().chain(extra).copied().collect();
-    let (child, addr, stderr) = common::spawn_server(&args);
-    let child = ChildGuard::new(child);
-    let addr: SocketAddr = addr.parse().unwrap();
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    (child, addr.port())
+    let server = ServerProcess::spawn(&args);
+    let addr: SocketAddr = server.addr.parse().unwrap();
+    (server, addr.port())
 }
 
-fn stop(child: ChildGuard) {
-    assert!(child.terminate().unwrap().success());
+/// The invariants (no viewer left, capture stopped, descriptors back, no panic), then SIGTERM
+/// and a clean exit.
+fn stop(server: ServerProcess) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(server.stop(&Default::default()));
 }
 
 /// `camcast-view --list` finds the running server with its TXT values; a server started with

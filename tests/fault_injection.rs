@@ -32,7 +32,7 @@ impl Rig {
         let hub = HubConfig {
             retry_min: retry,
             retry_max: retry,
-            ..HubConfig::default()
+            ..common::hub_config()
         };
         let server = TestServer::start(source, hub).await;
         Rig {
@@ -100,6 +100,7 @@ async fn viewers_keep_getting_valid_frames_through_random_faults() {
         );
     }
     assert!(frames > 10);
+    drop(viewers);
     rig.finish().await;
 }
 
@@ -185,7 +186,7 @@ async fn health_follows_stall_and_failure_and_the_viewer_recovers() {
     }
     assert_eq!(rig.hub.report().counters.capture_errors, 2);
     // An open health Watch stream holds graceful shutdown up (tonic-health never ends it).
-    drop(health);
+    drop((health, viewer));
     rig.finish().await;
 }
 
@@ -222,5 +223,6 @@ async fn led_blinks_fault_while_the_source_fails() {
         "fast blink during the {:?} fault: {toggles} LED changes",
         recovered_at - fault_at
     );
+    drop(viewer);
     rig.finish().await;
 }

@@ -28,6 +28,7 @@ async fn tutorial_api_streams_decodable_jpegs() {
         let frame = stream.next().await.unwrap().expect("a frame");
         assert_eq!(decode(&frame.jpeg), (320, 240));
     }
+    drop(stream);
     server.stop().await.unwrap();
 }
 
@@ -62,6 +63,7 @@ async fn v1_frames_carry_sequence_time_size_and_origin() {
         );
         assert_eq!(decode(&f.jpeg), (320, 240));
     }
+    drop(stream);
     server.stop().await.unwrap();
 }
 
@@ -146,7 +148,7 @@ async fn slow_viewer_neither_slows_others_nor_queues_on_the_server() {
         slow.frames_skipped >= 50,
         "missed frames are counted: {slow:?}"
     );
-    drop(stalled);
+    drop((stalled, fast));
     server.stop().await.unwrap();
 }
 
@@ -211,6 +213,7 @@ async fn viewer_limit_answers_resource_exhausted_on_both_apis() {
         .unwrap();
     c.next().await.unwrap().unwrap();
     assert_eq!(server.hub.report().counters.viewers_rejected, 2);
+    drop((b, c));
     server.stop().await.unwrap();
 }
 
@@ -230,7 +233,7 @@ async fn graceful_shutdown_ends_streams_with_ok_status() {
     for s in [&mut pull, &mut v1, &mut tutorial] {
         s.next().await.unwrap().unwrap();
     }
-    let stopping = tokio::spawn(server.stop());
+    let stopping = tokio::spawn(server.stop_with_viewers());
     for s in [&mut pull, &mut v1, &mut tutorial] {
         // Drain what was in flight; the stream must then end cleanly, not with an error.
         loop {
@@ -241,7 +244,8 @@ async fn graceful_shutdown_ends_streams_with_ok_status() {
             }
         }
     }
-    stopping.await.unwrap().unwrap();
+    drop((pull, v1, tutorial));
+    stopping.await.unwrap().check().await.unwrap();
 }
 
 /// Sends arbitrary bytes as a request message (what a buggy or hostile client can do).
@@ -436,6 +440,7 @@ async fn malformed_and_oversized_requests_get_clear_errors_and_harm_nothing() {
         .await
         .unwrap();
     assert_eq!(decode(&ok.next().await.unwrap().unwrap().jpeg), (160, 120));
+    drop(ok);
     server.stop().await.unwrap();
 }
 
@@ -477,6 +482,7 @@ async fn snapshot_and_info_describe_the_camera_and_its_viewers() {
         counters.viewers_total, 2,
         "the snapshot counted as a brief viewer"
     );
+    drop((camera, watcher));
     server.stop().await.unwrap();
 }
 
@@ -503,6 +509,7 @@ async fn health_reports_serving_per_service() {
         }
         assert_eq!(status, ServingStatus::Serving, "service {service:?}");
     }
+    drop(health);
     server.stop().await.unwrap();
 }
 
@@ -539,6 +546,7 @@ async fn reflection_lists_both_contracts_for_grpcurl() {
             "{expected} missing from {names:?}"
         );
     }
+    drop((responses, reflection));
     server.stop().await.unwrap();
 }
 

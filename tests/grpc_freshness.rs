@@ -159,6 +159,7 @@ async fn a_slow_reader_that_credits_as_it_reads_gets_fresh_frames_on_both_contra
             assert!(skipped > 0, "the viewer was told what it skipped");
         }
     }
+    drop(reference);
     server.stop().await.unwrap();
 }
 
@@ -182,6 +183,7 @@ async fn after_a_pause_the_next_frame_is_the_newest() {
             assert!(skipped > 0);
         }
     }
+    drop(reference);
     server.stop().await.unwrap();
 }
 
@@ -327,6 +329,7 @@ async fn a_slow_batch_crediting_reader_is_neither_stalled_nor_flooded() {
         "{ahead} frames sent ahead of the reader; half its window and a frame hold {half_window}"
     );
     assert!(v.frames_skipped > 0, "{v:?}");
+    drop(stream);
     server.stop().await.unwrap();
 }
 

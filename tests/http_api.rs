@@ -324,6 +324,7 @@ async fn viewer_limit_is_shared_with_grpc() {
         .unwrap();
     late.next().await.unwrap().unwrap();
     assert_eq!(server.hub.report().counters.viewers_rejected, 3);
+    drop((grpc, late));
     server.stop().await.unwrap();
 }
 
@@ -367,7 +368,7 @@ async fn per_address_viewer_cap_spans_grpc_and_http() {
     let mut late = Mjpeg::open(server.http_addr(), "/stream.mjpg?name=late").await;
     late.next().await.unwrap();
     assert_eq!(server.hub.report().counters.viewers_rejected, 3);
-    drop(late);
+    drop((late, grpc));
     server.stop().await.unwrap();
 }
 
@@ -411,7 +412,7 @@ async fn http_viewers_share_the_hubs_frames_and_show_in_get_info() {
         viewer.address
     );
     assert!(viewer.frames_sent >= 1);
-    drop(http);
+    drop((http, grpc));
     server.stop().await.unwrap();
 }
 
@@ -572,6 +573,7 @@ async fn slow_or_huge_request_headers_are_cut_off() {
 
     let (status, _, _) = get(server.http_addr(), "/healthz").await;
     assert_eq!(status, StatusCode::OK, "still serving");
+    drop((slow, huge));
     server.stop().await.unwrap();
 }
 
@@ -597,8 +599,9 @@ async fn shutdown_finishes_despite_a_stalled_reader() {
         async move { hub.report().viewers.iter().any(|v| v.frames_skipped >= 30) }
     })
     .await;
-    server.stop().await.unwrap();
+    let stopped = server.stop_with_viewers().await;
     drop(stalled);
+    stopped.check().await.unwrap();
 }
 
 #[tokio::test]
@@ -606,8 +609,9 @@ async fn shutdown_ends_mjpeg_streams_cleanly() {
     let server = pattern_with_http(160, 120, 30.0).await;
     let mut stream = Mjpeg::open(server.http_addr(), "/stream.mjpg").await;
     stream.next().await.unwrap();
-    let stopping = tokio::spawn(server.stop());
+    let stopping = tokio::spawn(server.stop_with_viewers());
     // Drain what was in flight; the body must then end with its terminator, not an error.
     while stream.next().await.is_some() {}
-    stopping.await.unwrap().unwrap();
+    drop(stream);
+    stopping.await.unwrap().check().await.unwrap();
 }

@@ -278,7 +278,7 @@ async fn dropped_frames_and_viewer_cap_are_counted_by_reason() {
     };
     let server = with_http(config, Box::new(source)).await;
     let http = server.http_addr();
-    let (_viewer, _) = mjpeg_viewer(http, 1).await;
+    let (viewer, _) = mjpeg_viewer(http, 1).await;
     let (status, _, _) = get(http, "/stream.mjpg").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "over the cap");
     let m = scrape(http).await;
@@ -300,6 +300,7 @@ async fn dropped_frames_and_viewer_cap_are_counted_by_reason() {
     );
     let r = server.hub.report().counters;
     assert_eq!((r.frames_dropped, r.viewers_rejected), (2, 1));
+    drop(viewer);
     server.stop().await.unwrap();
 }
 

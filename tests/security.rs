@@ -287,6 +287,7 @@ async fn connections_per_address_are_capped_and_slots_come_back() {
     assert!(!admitted(&server).await, "a third connection is refused");
     drop(a);
     eventually("a freed slot admits a new connection", || admitted(&server)).await;
+    drop(_b);
     server.stop().await.unwrap();
 }
 
@@ -314,6 +315,7 @@ async fn silent_connections_are_closed_after_the_handshake_timeout() {
     watch_frames(server.channel().await, false, 2)
         .await
         .unwrap();
+    drop(raw);
     server.stop().await.unwrap();
 }
 
@@ -385,6 +387,7 @@ async fn streams_per_connection_are_capped() {
         .expect("the 18th stream starts once a slot frees")
         .unwrap()
         .unwrap();
+    drop((open, conn));
     server.stop().await.unwrap();
 }
 
@@ -425,14 +428,19 @@ async fn header_and_request_sizes_are_capped() {
 }
 
 /// A TCP relay the test can freeze: the viewer's host "vanishes" without closing anything.
+/// Aborting the returned task closes its sockets.
 async fn freezable_proxy(
     target: std::net::SocketAddr,
-) -> (String, tokio_util::sync::CancellationToken) {
+) -> (
+    String,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let freeze = tokio_util::sync::CancellationToken::new();
     let f = freeze.clone();
-    tokio::spawn(async move {
+    let relay = tokio::spawn(async move {
         let (mut down, _) = listener.accept().await.unwrap();
         let mut up = tokio::net::TcpStream::connect(target).await.unwrap();
         tokio::select! {
@@ -443,7 +451,7 @@ async fn freezable_proxy(
             }
         }
     });
-    (addr, freeze)
+    (addr, freeze, relay)
 }
 
 #[tokio::test]
@@ -454,15 +462,19 @@ async fn a_vanished_viewer_is_dropped_by_keepalive() {
         ..common::config()
     };
     let server = server(config).await;
-    let (via, freeze) = freezable_proxy(server.addr).await;
+    let (via, freeze, relay) = freezable_proxy(server.addr).await;
     let conn = client::connect(&via, WAIT).await.unwrap();
-    let _stream = one_frame(conn).await.unwrap();
+    let stream = one_frame(conn).await.unwrap();
     assert_eq!(server.hub.viewer_count(), 1);
     freeze.cancel();
     eventually("the server drops the vanished viewer", || async {
         server.hub.viewer_count() == 0
     })
     .await;
+    // The vanished host comes back only to close its sockets.
+    relay.abort();
+    let _ = relay.await;
+    drop(stream);
     server.stop().await.unwrap();
 }
 
@@ -482,8 +494,9 @@ async fn shutdown_is_not_held_up_by_a_viewer_that_stopped_reading() {
     stream.next().await.unwrap().expect("first frame");
     // Stop reading: the server fills the window and then can send nothing more.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    server.stop().await.expect("shutdown finished");
+    let stopped = server.stop_with_viewers().await;
     drop(stream);
+    stopped.check().await.expect("shutdown finished");
 }
 
 /// The library refuses too, for every client built on it: a token without verified TLS is an

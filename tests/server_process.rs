@@ -2,19 +2,15 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::time::Duration;
 
 use camcast::client::{self, FrameStream};
-use common::{bin_command, spawn_server};
+use common::{bin_command, ServerProcess};
 
 #[tokio::test]
 async fn sigterm_ends_streams_cleanly_and_exits_zero() {
-    let (mut child, addr, stderr) = spawn_server(&[]);
-    // Keep reading the log so the server never blocks on a full pipe.
-    let log = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
-
-    let channel = client::connect(&addr, Duration::from_secs(5))
+    let server = ServerProcess::spawn(&[]);
+    let channel = client::connect(&server.addr, Duration::from_secs(5))
         .await
         .unwrap();
     let mut stream = FrameStream::open(channel, true, "process-test", 0.0)
@@ -23,7 +19,7 @@ async fn sigterm_ends_streams_cleanly_and_exits_zero() {
     stream.next().await.unwrap().expect("a frame");
 
     // SAFETY: plain kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(server.pid() as i32, libc::SIGTERM) }, 0);
     loop {
         match stream.next().await {
             Ok(Some(_)) => continue,
@@ -31,17 +27,50 @@ async fn sigterm_ends_streams_cleanly_and_exits_zero() {
             Err(e) => panic!("stream should end cleanly, got {e}"),
         }
     }
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    // Shutting down with a viewer connected is the point here, so no idle check before it.
+    let ended = tokio::task::spawn_blocking(move || server.terminate())
         .await
-        .unwrap()
         .unwrap();
-    let log = log.join().unwrap().join("\n");
-    assert!(status.success(), "exit status {status:?}\nlog:\n{log}");
+    let log = ended.log;
+    assert!(
+        ended.status.success(),
+        "exit status {:?}\nlog:\n{log}",
+        ended.status
+    );
     assert!(log.contains("SIGTERM received"), "{log}");
     assert!(
         log.contains("viewer disconnected") && log.contains("frames_sent="),
         "{log}"
     );
+}
+
+/// The invariants hold for the binary too: after viewers on every API have come and gone, no
+/// viewer is left, capture stops after the linger, the process holds no more descriptors than
+/// before, and it exits cleanly.
+#[tokio::test]
+async fn viewers_on_every_api_leave_the_process_as_they_found_it() {
+    let server = ServerProcess::spawn(&["--http-listen", "127.0.0.1:0"]);
+    let http = server.http_addr();
+    for tutorial_api in [true, false] {
+        let channel = client::connect(&server.addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut stream = FrameStream::open(channel, tutorial_api, "process-test", 0.0)
+            .await
+            .unwrap();
+        stream.next().await.unwrap().expect("a frame");
+    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut mjpeg = tokio::net::TcpStream::connect(&http).await.unwrap();
+    mjpeg
+        .write_all(b"GET /stream.mjpg?name=proc HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    mjpeg.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    drop(mjpeg);
+    server.stop(&client::ClientOptions::default()).await;
 }
 
 #[test]
@@ -101,7 +130,7 @@ async fn generated_cert_and_token_protect_a_running_server() {
     std::fs::write(&token_file, format!("# kitchen tablet\n{token}\n")).unwrap();
     let (cert, key) = (format!("{d}/cert.pem"), format!("{d}/key.pem"));
 
-    let (mut child, addr, stderr) = spawn_server(&[
+    let server = ServerProcess::spawn(&[
         "--tls-cert",
         &cert,
         "--tls-key",
@@ -109,7 +138,7 @@ async fn generated_cert_and_token_protect_a_running_server() {
         "--token-file",
         token_file.to_str().unwrap(),
     ]);
-    let log = std::thread::spawn(move || stderr.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let addr = server.addr.clone();
     let opts = |token: &str| client::ClientOptions {
         tls: Some(camcast::tls::ClientTlsOptions {
             ca: Some(cert.clone().into()),
@@ -171,17 +200,16 @@ async fn generated_cert_and_token_protect_a_running_server() {
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("certificate"), "{why}");
 
-    // SAFETY: plain kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     // Over TLS too, shutdown ends the stream with OK rather than cutting it.
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(server.pid() as i32, libc::SIGTERM) };
     while stream.next().await.expect("clean end of stream").is_some() {}
     // Wait off the runtime: the client's connection tasks must run to answer the GOAWAY.
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let ended = tokio::task::spawn_blocking(move || server.terminate())
         .await
-        .unwrap()
         .unwrap();
-    let log = log.join().unwrap().join("\n");
-    assert!(status.success(), "{status:?}\n{log}");
+    let log = ended.log;
+    assert!(ended.status.success(), "{:?}\n{log}", ended.status);
     assert!(
         log.contains("request refused: bad or missing token"),
         "{log}"

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use camcast::config::Config;
 use camcast::view::feed::{self, Command, End, Feed, Link, Options};
-use common::{eventually, TestServer};
+use common::{eventually, Stopped, TestServer};
 use tokio::sync::{mpsc, watch};
 use tonic::Code;
 
@@ -25,13 +25,14 @@ fn options(target: String, name: &str, record: Option<std::path::PathBuf>) -> Op
     }
 }
 
-/// A second server on the address the first one had (the restarted camera).
-async fn serve_again_on(addr: SocketAddr) -> TestServer {
+/// A second server on the address the first one had (the restarted camera), checked against
+/// the first one's baseline when it stops.
+async fn serve_again_on(first: Stopped, addr: SocketAddr) -> TestServer {
     let config = Config {
         listen: addr,
         ..common::config()
     };
-    TestServer::launch(config, common::pattern(160, 120, 30.0)).await
+    TestServer::relaunch(first, config, common::pattern(160, 120, 30.0)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +59,9 @@ async fn feed_reconnects_after_a_server_restart_and_keeps_recording() {
         assert!(f.frame.as_ref().is_some_and(|fr| fr.seq.is_some()));
     }
 
-    first.stop().await.unwrap();
+    // The camera goes away under its viewer: the invariants are checked when the second
+    // server stops, after the feed has quit.
+    let first = first.stop_with_viewers().await;
     eventually("the feed says the link is down", || {
         let down = matches!(rx.borrow().link, Link::Down { .. });
         async move { down }
@@ -66,7 +69,7 @@ async fn feed_reconnects_after_a_server_restart_and_keeps_recording() {
     .await;
     let before = rx.borrow().received;
 
-    let second = serve_again_on(addr).await;
+    let second = serve_again_on(first, addr).await;
     eventually("frames flow again after the restart", || {
         let f = rx.borrow();
         let ok = f.received >= before + 5 && f.link == Link::Live;

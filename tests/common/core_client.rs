@@ -133,6 +133,14 @@ pub struct CoreStream {
     _reader: tokio::task::JoinHandle<()>,
 }
 
+/// Dropping the stream closes its connection, as a client that goes away does (a dropped
+/// JoinHandle would leave the reader task, and the connection, running).
+impl Drop for CoreStream {
+    fn drop(&mut self) {
+        self._reader.abort();
+    }
+}
+
 impl CoreStream {
     /// Calls `path` with `request` (an encoded protobuf message) over a new connection.
     pub async fn open(addr: SocketAddr, path: &str, request: &[u8]) -> CoreStream {
