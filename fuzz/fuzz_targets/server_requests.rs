@@ -97,6 +97,7 @@ enum HeaderName {
 enum GrpcMethod {
     Tutorial,
     StreamFrames,
+    PullFrames,
     Snapshot,
     GetInfo,
     Health,
@@ -297,6 +298,7 @@ async fn grpc_call(sender: &mut Sender, method: GrpcMethod, body: Bytes, auth: O
     let path = match method {
         GrpcMethod::Tutorial => "/WebcamStreaming/StartWebcamStreaming",
         GrpcMethod::StreamFrames => "/camcast.v1.Camera/StreamFrames",
+        GrpcMethod::PullFrames => "/camcast.v1.Camera/PullFrames",
         GrpcMethod::Snapshot => "/camcast.v1.Camera/Snapshot",
         GrpcMethod::GetInfo => "/camcast.v1.Camera/GetInfo",
         GrpcMethod::Health => "/grpc.health.v1.Health/Check",

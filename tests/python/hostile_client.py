@@ -6,7 +6,8 @@ at its extremes, then the server's invariants and a fresh stock viewer.
 
 What the server reads from the network (enumerated from src/grpc and src/http):
 - gRPC: ClientName.clientName (tutorial API); StreamRequest.viewer_name and .max_fps,
-  SnapshotRequest.viewer_name, GetInfoRequest (camcast.v1); the message bytes themselves;
+  PullRequest.viewer_name and .max_fps (a request per frame), SnapshotRequest.viewer_name,
+  GetInfoRequest (camcast.v1); the message bytes themselves;
   the `authorization` metadata.
 - HTTP: the method, path and version; the query parameters `fps`, `name` and `token`; the
   headers `authorization` and `user-agent` (hyper parses the rest: Host, Content-Length,
@@ -146,6 +147,9 @@ def grpc_probes():
         grpc_stream(f"v1 viewer_name {label}",
                     camera.StreamFrames(v1.StreamRequest(viewer_name=name),
                                         metadata=METADATA, timeout=20), expect)
+        grpc_stream(f"v1 PullFrames viewer_name {label}",
+                    camera.PullFrames(iter([v1.PullRequest(viewer_name=name)]),
+                                      metadata=METADATA, timeout=20), expect)
         try:
             camera.Snapshot(v1.SnapshotRequest(viewer_name=name), metadata=METADATA, timeout=20)
             code = ok
@@ -156,6 +160,10 @@ def grpc_probes():
         grpc_stream(f"v1 max_fps {label}",
                     camera.StreamFrames(v1.StreamRequest(viewer_name="hostile", max_fps=fps),
                                         metadata=METADATA, timeout=20),
+                    ok if accepted else bad)
+        grpc_stream(f"v1 PullFrames max_fps {label}",
+                    camera.PullFrames(iter([v1.PullRequest(viewer_name="hostile", max_fps=fps)]),
+                                      metadata=METADATA, timeout=20),
                     ok if accepted else bad)
     if TOKEN:
         unauth = grpc.StatusCode.UNAUTHENTICATED
@@ -186,6 +194,7 @@ def raw_messages():
     methods = {
         "/WebcamStreaming/StartWebcamStreaming": channel.unary_stream,
         "/camcast.v1.Camera/StreamFrames": channel.unary_stream,
+        "/camcast.v1.Camera/PullFrames": channel.unary_stream,
         "/camcast.v1.Camera/Snapshot": channel.unary_unary,
         "/camcast.v1.Camera/GetInfo": channel.unary_unary,
         "/camcast.v1.Camera/NoSuchMethod": channel.unary_unary,
@@ -223,6 +232,14 @@ def vanishing_streams():
                 pass
         except grpc.RpcError:
             pass
+    # Pull streams that flood requests (a request is a frame asked for), then vanish.
+    for i in range(10):
+        requests = iter([v1.PullRequest(viewer_name=f"flood{i}")] * 5000)
+        call = camera.PullFrames(requests, metadata=METADATA)
+        for n, _ in enumerate(call):
+            if n == 20:
+                break
+        call.cancel()
     # A channel that vanishes with its streams open.
     lost = grpc.insecure_channel(GRPC)
     streams = [v1_grpc.CameraStub(lost).StreamFrames(v1.StreamRequest(viewer_name="lost"),
