@@ -57,30 +57,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-T0=$SECONDS
-# shellcheck source=scripts/checks.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../scripts/checks.sh"
-log() { printf '[boot-test %4ss] %s\n' "$((SECONDS - T0))" "$*"; }
-finish() {
-  checks_summary boot-test
-  exit
-}
-
-[ -n "$IMAGE" ] || IMAGE=$(find "$here/out" -maxdepth 1 -name 'camcast-*-rpi-arm64.img.xz' -printf '%T@ %p\n' 2>/dev/null | sort -rn | sed -n 1p | cut -d' ' -f2-)
-if [ -z "$IMAGE" ] || [ ! -f "$IMAGE" ]; then echo "no image (build one: sudo image/build.sh)"; exit 2; fi
-if [ -z "$VIEWER" ]; then
-  VIEWER=${CARGO_TARGET_DIR:-$repo/target}/release/camcast-view
-  [ -x "$VIEWER" ] || (cd "$repo" && cargo build --release --bin camcast-view)
-fi
-[ -x "$VIEWER" ] || { echo "no camcast-view at $VIEWER"; exit 2; }
-
-work=$(mktemp -d "${TMPDIR:-/var/tmp}/camcast-boot-test.XXXXXX")
-QEMU_PID=
-cleanup() {
-  if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then kill "$QEMU_PID" 2>/dev/null || true; wait "$QEMU_PID" 2>/dev/null || true; fi
-  if [ "$KEEP" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+# shellcheck source=image/boot-lib.sh
+. "$here/boot-lib.sh"
+boot_setup boot-test
 
 # ---- 1. the artefact and its boot partition ------------------------------------------------------
 log "image: $IMAGE ($(stat -c %s "$IMAGE") bytes)"
