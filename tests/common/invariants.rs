@@ -50,8 +50,14 @@ pub fn install_panic_hook() {
 /// spawned servers are counted whole.
 const RUNTIME_DESCRIPTORS: [&str; 2] = ["anon_inode:[eventpoll]", "anon_inode:[eventfd]"];
 
+/// Opened once per process on first use and kept by design, not per request: the `getrandom`
+/// crate falls back to a kept-open /dev/urandom where the getrandom syscall is missing (as under
+/// qemu-user, CI's aarch64 suite), so the first TLS handshake or random draw adds it.
+const PROCESS_SINGLETONS: [&str; 2] = ["/dev/urandom", "/dev/random"];
+
 /// The open descriptors of process `pid` ("self" for this one): number → what it points at.
-/// In this process, the test runtimes' own are left out (see [`RUNTIME_DESCRIPTORS`]).
+/// In this process, the test runtimes' own are left out (see [`RUNTIME_DESCRIPTORS`]); in
+/// every process, [`PROCESS_SINGLETONS`].
 pub fn descriptors(pid: &str) -> BTreeMap<u32, String> {
     let dir = format!("/proc/{pid}/fd");
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -65,7 +71,8 @@ pub fn descriptors(pid: &str) -> BTreeMap<u32, String> {
                 .map(|t| t.display().to_string())
                 .unwrap_or_else(|_| "?".into());
             let runtime = pid == "self" && RUNTIME_DESCRIPTORS.contains(&target.as_str());
-            (!runtime).then_some((fd, target))
+            let singleton = PROCESS_SINGLETONS.contains(&target.as_str());
+            (!runtime && !singleton).then_some((fd, target))
         })
         .collect()
 }

@@ -1837,9 +1837,27 @@ async fn raw_h2(r: &RawH2, target: &Target, held: &mut Vec<Held>) -> Result<(), 
 // ---------------------------------------------------------------------------------------------
 // After a sequence.
 
-/// The process's open descriptors (what a leak would raise).
+/// The process's open descriptors (what a leak would raise), counted as the common invariants
+/// count them (runtime descriptors and per-process singletons left out).
 pub fn descriptor_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    crate::common::invariants::descriptors("self").len()
+}
+
+/// What each open descriptor is, for a failure message.
+fn descriptor_list() -> String {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return "(cannot list /proc/self/fd)".into();
+    };
+    let mut fds: Vec<String> = dir
+        .flatten()
+        .map(|e| {
+            let target =
+                std::fs::read_link(e.path()).map_or("?".into(), |t| t.display().to_string());
+            format!("{}→{target}", e.file_name().to_string_lossy())
+        })
+        .collect();
+    fds.sort();
+    fds.join(" ")
 }
 
 /// Waits up to `bound` for `cond`.
@@ -1875,8 +1893,9 @@ pub async fn settle(targets: &[&Target], descriptors: usize) -> Result<(), Failu
     }
     if !within(BOUND, || descriptor_count() <= descriptors).await {
         return Err(format!(
-            "{} descriptors open, {descriptors} before the sequence",
-            descriptor_count()
+            "{} descriptors open, {descriptors} before the sequence: {}",
+            descriptor_count(),
+            descriptor_list()
         ));
     }
     for t in targets {
