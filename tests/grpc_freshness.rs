@@ -311,8 +311,10 @@ async fn a_slow_batch_crediting_reader_is_neither_stalled_nor_flooded() {
         .await
         .unwrap();
     let (mut reads, mut smallest, mut largest) = (0u64, usize::MAX, 0);
+    let mut first_seq = None;
     for _ in 0..50 {
         let f = stream.next().await.unwrap().expect("frames keep coming");
+        first_seq.get_or_insert(f.seq.expect("camcast.v1 frames carry a sequence number"));
         smallest = smallest.min(f.jpeg.len());
         largest = largest.max(f.jpeg.len() + 64); // with the message's other fields
         reads += 1;
@@ -328,7 +330,16 @@ async fn a_slow_batch_crediting_reader_is_neither_stalled_nor_flooded() {
         ahead <= half_window,
         "{ahead} frames sent ahead of the reader; half its window and a frame hold {half_window}"
     );
-    assert!(v.frames_skipped > 0, "{v:?}");
+    // Frames the camera made while this viewer watched, beyond those it was sent, must show
+    // as skipped. (Under qemu-user a 720p camera can be slower than this reader: then there
+    // is nothing to skip, and the sums still have to agree.)
+    let made = server.hub.report().counters.frames_captured - first_seq.unwrap() + 1;
+    if made > v.frames_sent + 1 {
+        assert!(
+            v.frames_skipped > 0,
+            "{made} frames made while watching: {v:?}"
+        );
+    }
     drop(stream);
     server.stop().await.unwrap();
 }
