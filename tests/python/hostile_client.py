@@ -236,9 +236,15 @@ def vanishing_streams():
     for i in range(10):
         requests = iter([v1.PullRequest(viewer_name=f"flood{i}")] * 5000)
         call = camera.PullFrames(requests, metadata=METADATA)
-        for n, _ in enumerate(call):
-            if n == 20:
-                break
+        try:
+            for n, _ in enumerate(call):
+                if n == 20:
+                    break
+        except grpc.RpcError as e:
+            # The server may close a connection that floods it (GOAWAY ENHANCE_YOUR_CALM):
+            # grpcio reports UNAVAILABLE. A defined answer; the invariants judge the rest.
+            check(e.code() in DEFINED | {grpc.StatusCode.UNAVAILABLE},
+                  f"PullFrames request flood: {e.code().name} ({e.details()})")
         call.cancel()
     # A channel that vanishes with its streams open.
     lost = grpc.insecure_channel(GRPC)
