@@ -160,6 +160,15 @@ fn socket_endpoints(pid: &str, target: &str) -> String {
     String::new()
 }
 
+/// Every viewer slot given back (within [`SETTLE`]): after a test's clients are gone, and
+/// again after shutdown.
+pub async fn no_viewer_left(hub: &camcast::hub::Hub) {
+    within(SETTLE, "the viewer count returns to 0", || async {
+        hub.viewer_count() == 0
+    })
+    .await;
+}
+
 /// Polls `cond` until it holds; fails with `what` after `bound`.
 pub async fn within<F, Fut>(bound: Duration, what: &str, mut cond: F)
 where

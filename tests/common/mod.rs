@@ -238,12 +238,7 @@ impl TestServer {
     /// clients must show before anything is shut down.
     async fn check_idle(&self) {
         let hub = &self.hub;
-        invariants::within(
-            invariants::SETTLE,
-            "the viewer count returns to 0",
-            || async { hub.viewer_count() == 0 },
-        )
-        .await;
+        invariants::no_viewer_left(hub).await;
         if !self.hub_config.always_on {
             let bound = self.hub_config.linger + invariants::SETTLE;
             invariants::within(bound, "capture stops after the linger", || async {
@@ -282,12 +277,7 @@ impl Stopped {
     pub async fn check(mut self) -> Result<(), ServerError> {
         let session = self.session.take().unwrap();
         let hub = &self.hub;
-        invariants::within(
-            invariants::SETTLE,
-            "the viewer count returns to 0",
-            || async { hub.viewer_count() == 0 },
-        )
-        .await;
+        invariants::no_viewer_left(hub).await;
         invariants::within(invariants::SETTLE, "capture has stopped", || async {
             !hub.capturing()
         })
