@@ -22,7 +22,9 @@
 # and camcast took it over (trigger "none") from inside its sandbox (ReadWritePaths=). Measured
 # under QEMU 7.2: the Pi 3 B's ACT LED sits on the firmware's GPIO expander, which QEMU's mailbox
 # does not answer, so leds-gpio fails to probe and there is no /sys/class/leds/ACT; the test
-# accepts exactly that cause (from dmesg) and fails on any other. Ends with
+# accepts exactly that cause (from dmesg) and fails on any other. A boot in which QEMU's USB
+# model lost usb-net (the guest's dwc2 driver: "Not connected") is shown and tried once more
+# from a fresh card (see USB_LOST below). Ends with
 # "boot-raspi: N passed, M failed". Needs: qemu-system-arm, mtools, fdisk, openssh-client,
 # xz-utils, file, device-tree-compiler, python3, and a host camcast-view.
 #
@@ -56,10 +58,15 @@ boot_setup boot-raspi
 # ---- 1. the card: kernel, initramfs, device tree, settings ------------------------------------
 log "image: $IMAGE"
 disk=$work/sd.img
-case $IMAGE in
-  *.xz) xz -dc -T2 "$IMAGE" >"$disk" ;;
-  *) cp --sparse=always "$IMAGE" "$disk" ;; # a raw .img (image/build.sh --no-xz)
-esac
+# The card as flashed from the image (every boot attempt starts from one: a boot that failed
+# may have half-run the first-boot set-up).
+unpack_card() {
+  case $IMAGE in
+    *.xz) xz -dc -T2 "$IMAGE" >"$disk" ;;
+    *) cp --sparse=always "$IMAGE" "$disk" ;; # a raw .img (image/build.sh --no-xz)
+  esac
+}
+unpack_card
 p1_start=$(sfdisk -d "$disk" | sed -n "s|^$disk""1 : start= *\([0-9]*\).*|\1|p")
 fat="$disk@@$((p1_start * 512))"
 export MTOOLS_SKIP_CHECK=1
@@ -83,12 +90,16 @@ ssh-keygen -q -t ed25519 -N '' -C camcast-boot-raspi -f "$work/id"
 cp "$work/id.pub" "$work/authorized_keys"
 sed -e 's/^source = .*/source = "test-pattern"/' -e 's/^size = .*/size = "320x240"/' \
   "$repo/deploy/camcast.toml" >"$work/camcast.toml"
-mcopy -i "$fat" "$work/authorized_keys" "$work/camcast.toml" ::/
-# QEMU's SD card model takes only power-of-two sizes.
-size=$(stat -c %s "$disk")
-card=1
-while [ "$card" -lt "$size" ]; do card=$((card * 2)); done
-truncate -s "$card" "$disk"
+# The test's key and settings on the boot partition, and the size QEMU's SD card model takes
+# (a power of two).
+finish_card() {
+  mcopy -i "$fat" "$work/authorized_keys" "$work/camcast.toml" ::/
+  size=$(stat -c %s "$disk")
+  card=1
+  while [ "$card" -lt "$size" ]; do card=$((card * 2)); done
+  truncate -s "$card" "$disk"
+}
+finish_card
 log "SD card: $size bytes of image in a $((card / 1048576)) MiB card"
 
 # ---- 2. boot on the raspi3b model ------------------------------------------------------------
@@ -97,18 +108,26 @@ GRPC_PORT=$(free_port)
 SSH_PORT=$(free_port)
 console=$work/console.log
 log "qemu -M raspi3b: gRPC on 127.0.0.1:$GRPC_PORT, ssh on 127.0.0.1:$SSH_PORT (usb-net)"
-t_boot=$SECONDS
 # Serial ports: the first is the PL011 (the Pi 3 wires it to Bluetooth), the second the mini
 # UART, the header's ttyS1, where cmdline.txt's console= sends the boot messages.
-timeout --foreground -k 10 "$TIMEOUT" qemu-system-aarch64 \
-  -M raspi3b -m 1G -accel tcg \
-  -kernel "$work/vmlinuz" -initrd "$work/initrd" -dtb "$work/bcm2837-rpi-3-b.dtb" -append "$cmdline" \
-  -drive "file=$disk,if=sd,format=raw" \
-  -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$GRPC_PORT-:1234,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" \
-  -device usb-net,netdev=n0 \
-  -display none -monitor none -serial null -serial "file:$console" -no-reboot \
-  </dev/null >"$work/qemu.out" 2>&1 &
-QEMU_PID=$!
+start_qemu() {
+  t_boot=$SECONDS
+  : >"$console"
+  timeout --foreground -k 10 "$TIMEOUT" qemu-system-aarch64 \
+    -M raspi3b -m 1G -accel tcg \
+    -kernel "$work/vmlinuz" -initrd "$work/initrd" -dtb "$work/bcm2837-rpi-3-b.dtb" -append "$cmdline" \
+    -drive "file=$disk,if=sd,format=raw" \
+    -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$GRPC_PORT-:1234,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" \
+    -device usb-net,netdev=n0 \
+    -display none -monitor none -serial null -serial "file:$console" -no-reboot \
+    </dev/null >"$work/qemu.out" 2>&1 &
+  QEMU_PID=$!
+}
+stop_qemu() {
+  kill "$QEMU_PID" 2>/dev/null || true
+  wait "$QEMU_PID" 2>/dev/null || true
+  QEMU_PID=
+}
 alive() { kill -0 "$QEMU_PID" 2>/dev/null; }
 dump_console() { echo "--- guest console (last 80 lines)"; tail -n 80 "$console" | sed 's/\r$//'; cat "$work/qemu.out"; }
 
@@ -116,20 +135,54 @@ SSH_OPTS=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLeve
   -o IdentitiesOnly=yes -o IdentityFile="$work/id" -o ConnectTimeout=20)
 g() { ssh "${SSH_OPTS[@]}" -p "$SSH_PORT" root@127.0.0.1 "$@"; }
 
+# The one failure of QEMU's model seen here that is not camcast's or the image's: in one CI run
+# (2026-12-01) the guest's USB host driver (dwc2) said "Not connected" for the usb-net device
+# ~12 s into the boot, in the initramfs, and the network never came up (slirp: "Failed to send
+# packet"); 9 other boots of the same image on 2-core machines under loads of 1 to 12 never
+# showed it. A boot with that signature is shown and tried once more from a fresh card; any
+# other failure, or the signature twice, fails the test.
+USB_LOST='dwc2 [0-9a-f]*\.usb: Not connected'
+usb_lost() { grep -q "$USB_LOST" "$console"; }
+
+# Waits for camcast-view's first frame through usb-net; sets first_frame (seconds since qemu
+# started) or returns 1. Once the USB-lost signature shows, waits 90 s more at most.
+wait_first_frame() {
+  local deadline=$((SECONDS + TIMEOUT - 60)) lost=0
+  while [ $SECONDS -lt $deadline ] && alive; do
+    if "$VIEWER" "127.0.0.1:$GRPC_PORT" --frames 1 --out "$work/first" --connect-timeout 3 >/dev/null 2>&1; then
+      first_frame=$((SECONDS - t_boot))
+      return 0
+    fi
+    if [ $lost = 0 ] && usb_lost; then
+      lost=1
+      deadline=$((SECONDS + 90 < deadline ? SECONDS + 90 : deadline))
+    fi
+    sleep 2
+  done
+  return 1
+}
+
 first_frame=
-deadline=$((SECONDS + TIMEOUT - 60))
-while [ $SECONDS -lt $deadline ] && alive; do
-  if "$VIEWER" "127.0.0.1:$GRPC_PORT" --frames 1 --out "$work/first" --connect-timeout 3 >/dev/null 2>&1; then
-    first_frame=$((SECONDS - t_boot))
-    break
+attempts=0
+while :; do
+  attempts=$((attempts + 1))
+  start_qemu
+  if wait_first_frame; then break; fi
+  waited=$((SECONDS - t_boot))
+  stop_qemu
+  if usb_lost && [ "$attempts" = 1 ]; then
+    log "boot 1: no frame after $waited s, and the guest's dwc2 driver lost the usb-net device ($(grep -c "$USB_LOST" "$console") \"Not connected\", first: $(grep -m1 "$USB_LOST" "$console" | tr -d '\r'))"
+    echo "EMULATION: QEMU's raspi3b USB model lost usb-net in this boot (the measured failure below); booting a fresh card once more"
+    dump_console
+    unpack_card
+    finish_card
+    continue
   fi
-  sleep 2
-done
-if [ -z "$first_frame" ]; then
-  bad "no frame from the raspi3b guest over usb-net ($((SECONDS - t_boot)) s after qemu started)"
+  bad "no frame from the raspi3b guest over usb-net ($waited s after qemu started, boot $attempts)"
+  usb_lost && echo "the guest's dwc2 driver lost the usb-net device again (\"Not connected\")"
   dump_console
   finish
-fi
+done
 ok "first frame $first_frame s after qemu started (boot-to-first-frame, raspi3b, TCG)"
 echo "RASPI_BOOT_TO_FIRST_FRAME_SECONDS=$first_frame"
 
@@ -191,9 +244,7 @@ else
 fi
 
 # ---- 4. done: qemu is stopped (the virt boot test checks a clean poweroff) --------------------
-kill "$QEMU_PID" 2>/dev/null || true
-wait "$QEMU_PID" 2>/dev/null || true
-QEMU_PID=
+stop_qemu
 echo
-echo "timings: boot-to-first-frame ${first_frame} s (raspi3b, TCG); whole raspi boot test $((SECONDS - T0)) s"
+echo "timings: boot-to-first-frame ${first_frame} s (raspi3b, TCG, boot $attempts); whole raspi boot test $((SECONDS - T0)) s"
 finish
