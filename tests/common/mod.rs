@@ -198,10 +198,7 @@ impl TestServer {
 
     /// Waits until no viewer is registered: every stream that ended has given back its slot.
     pub async fn viewers_gone(&self) {
-        eventually("no viewer slot is left", || async {
-            self.hub.viewer_count() == 0
-        })
-        .await;
+        invariants::no_viewer_left(&self.hub).await;
     }
 
     /// The end of every test that has let its clients go: checks that no viewer is left and
