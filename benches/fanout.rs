@@ -4,6 +4,7 @@
 //!
 //!     cargo bench --bench fanout              # full tables (about 8 minutes)
 //!     cargo bench --bench fanout -- --quick   # CI's smoke run: fewer configs, short windows
+//!     cargo bench --bench fanout -- --only http   # one transport (http or grpc), both tables
 //!
 //! Fan-out, per transport (gRPC `camcast.v1` streams through camcast's client; HTTP
 //! `/stream.mjpg` through a plain reader, see tests/common/mjpeg_reader.rs), size and number
@@ -58,6 +59,14 @@ impl Transport {
             Transport::Http => "HTTP MJPEG",
         }
     }
+
+    /// Its name for `--only`.
+    fn short(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
 }
 
 struct Plan {
@@ -80,8 +89,18 @@ struct Freshness {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
     let plan = if quick { quick_plan() } else { full_plan() };
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
+    let transports: Vec<Transport> = [Transport::Grpc, Transport::Http]
+        .into_iter()
+        .filter(|t| only.is_none_or(|o| t.short() == o))
+        .collect();
+    assert!(!transports.is_empty(), "--only takes http or grpc");
     let server = Server::new();
     let caption = caption(&server);
     println!(
@@ -97,7 +116,7 @@ fn main() {
     }
 
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    for transport in [Transport::Grpc, Transport::Http] {
+    for &transport in &transports {
         println!(
             "\nFan-out over {}, {FPS} fps test pattern; {caption}\n",
             transport.name()
@@ -128,7 +147,7 @@ fn main() {
     println!("| transport | size | reader | run s | worst age ms (last part) | mean age ms | frames read/s | first read after the pause, age ms |");
     println!("|---|---|---|---|---|---|---|---|");
     for f in &plan.freshness {
-        for transport in [Transport::Grpc, Transport::Http] {
+        for &transport in &transports {
             let r = rt.block_on(freshness(&server, transport, f));
             let (w, h) = f.size;
             let reader = match f.pause {

@@ -1,40 +1,59 @@
-//! camcast vs µStreamer, side by side on the same V4L2 devices in the same (emulated) guest.
+//! camcast vs µStreamer, like for like, on the same V4L2 devices in the same (emulated) guest.
 //! Run it inside the test VM with `.ci/vm-bench`, which builds everything, passes both servers
 //! in and boots the guest once.
 //!
-//! Cases: vivid (/dev/video0) YUYV 640x480 at 25 fps (the fastest rate vivid's webcam input
-//! offers at that size) and 1280x720 at 10 fps (its fastest there is 12.5 = 2/25 s, which
-//! µStreamer 4.9 rejects: "Invalid HW FPS numerator: 2 != 1"), which both servers JPEG-encode;
-//! and MJPEG 1280x720 at 30 fps through v4l2loopback (/dev/video10, fed by a writer thread
-//! here), which both pass through.
+//! Three sides, each a server process with its own viewers:
+//! - **µStreamer HTTP**: µStreamer's `GET /stream`;
+//! - **camcast HTTP**: camcast's `GET /stream.mjpg` (the same transport: HTTP multipart MJPEG);
+//! - **camcast gRPC**: camcast's `camcast.v1` StreamFrames, through camcast's own client.
 //!
-//! For each case, server and number of viewers (1, 10, 50), the server runs as a child
-//! process with the same JPEG quality (80) and otherwise its defaults (µStreamer: CPU encoder,
-//! as many workers as CPUs; plus `--tcp-nodelay`, which camcast always sets); the viewers run
-//! in this process (camcast: gRPC `camcast.v1` streams; µStreamer: HTTP GET /stream, multipart
-//! parts counted by their Content-Length; one TCP connection per viewer). After every viewer
-//! has a frame and a warm-up, a window is measured:
+//! Both HTTP sides are read by the same reader (benches/vm_compare/http.rs: HTTP/1.1 like a
+//! browser, one TCP connection per viewer, default socket buffers).
 //!
+//! Cases (by default the first and the last; `--case TEXT` picks any whose name contains TEXT):
+//! - encode: vivid (/dev/video0) YUYV 640x480 at 25 fps (the fastest rate vivid's webcam input
+//!   offers at that size), which both servers JPEG-encode;
+//! - encode: vivid YUYV 1280x720 at 10 fps (its fastest there is 12.5 = 2/25 s, which
+//!   µStreamer 4.9 rejects: "Invalid HW FPS numerator: 2 != 1");
+//! - passthrough: MJPEG 1280x720 at 30 fps through v4l2loopback (/dev/video10, fed by a writer
+//!   thread here), which both pass through.
+//!
+//! For each case, side and number of viewers (1, 10, 50), the server runs as a child process
+//! with the same JPEG quality (80) and otherwise its defaults (µStreamer: CPU encoder, as many
+//! workers as CPUs, plus `--tcp-nodelay`, which camcast always sets). After every viewer has a
+//! frame and a warm-up, a window is measured:
 //! - server CPU: utime + stime of the server process (/proc/PID/stat, all threads) over the
 //!   window, per delivered frame (summed over all viewers), as % of one core, and split by
-//!   thread name (where the time goes: capture/encode threads vs the senders);
-//! - fps per viewer (mean and slowest), the source's own rate, bytes and chroma sampling of
-//!   the JPEGs, the server's peak RSS, this process's CPU (the viewers) and the guest's busy
-//!   share. camcast's per-frame work alone (encode, or MJPEG check) is timed first.
+//!   thread name;
+//! - fps per viewer (mean and slowest), the source's own rate, bytes and chroma sampling of the
+//!   JPEGs, the server's peak RSS, this process's CPU (the viewers) and the guest's busy share.
 //!
-//! Only the ratio between the two servers means something: the guest is TCG-emulated and its
-//! two vCPUs are shared with the viewers and with vivid's in-kernel pattern generator.
+//! Then freshness: one reader per side that reads a frame, then sleeps until its next tick (10 a
+//! second), for `--fresh-secs` (20); worst and mean frame age over the last `--fresh-tail` (5)
+//! seconds. Age = the reader's clock when the part is read − the frame's V4L2 buffer timestamp
+//! as the server reports it: camcast's `X-Timestamp` / the v1 `captured_at` (that timestamp
+//! mapped to wall-clock time), µStreamer's `X-UStreamer-Grab-Time` (the same timestamp on
+//! CLOCK_MONOTONIC, to the millisecond; sent with `?extra_headers=1`), against the same clock
+//! read here. µStreamer's `X-Timestamp` is the time it wrote the part, not a capture time.
+//!
+//! Only ratios between the sides mean something: the guest is TCG-emulated, and its two vCPUs
+//! are shared with the viewers and with vivid's in-kernel pattern generator.
 //!
 //! Environment: CAMCAST_BIN (default: the camcast binary cargo built), USTREAMER_BIN (default
 //! `ustreamer`), USTREAMER_LIB (LD_LIBRARY_PATH for it), USTREAMER_ARGS (extra arguments),
 //! VM_COMPARE_REQUIRE=1 (missing devices fail instead of skipping), VM_COMPARE_LOG_TAIL=N
-//! (print the last N lines of each server's log after its run).
-//! Arguments: --quick (1 and 10 viewers, one short run each), --viewers 1,10,50, --window SECS
-//! (default 5), --warmup SECS (2), --repeat R (runs per server and configuration, in A B B A
-//! order, default 2), --only camcast|ustreamer, --case TEXT (cases whose name contains it).
+//! (print the last N lines of each server's log after its run), VM_COMPARE_COMMIT and
+//! VM_COMPARE_HOST (the commit and the host machine for the captions; .ci/vm-bench sets them,
+//! the guest has no git).
+//! Arguments: --quick (1 and 10 viewers, one short run each, short freshness runs),
+//! --viewers 1,10,50, --window SECS (default 5), --warmup SECS (2), --repeat R (runs per side
+//! and configuration, in A B C C B A order, default 2), --only ustreamer,http,grpc (sides),
+//! --case TEXT, --fresh-secs S (20, 0 skips freshness), --fresh-tail S (5).
 
 #[path = "vm_compare/feeder.rs"]
 mod feeder;
+#[path = "vm_compare/freshness.rs"]
+mod freshness;
 #[path = "vm_compare/http.rs"]
 mod http;
 #[path = "common/machine.rs"]
@@ -43,6 +62,8 @@ mod machine;
 mod pieces;
 #[path = "vm_compare/procfs.rs"]
 mod procfs;
+#[path = "vm_compare/report.rs"]
+mod report;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -54,6 +75,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use camcast::client::{self, FrameStream};
 use camcast::pb;
+use freshness::READER_FPS;
 
 const VIVID: &str = "/dev/video0";
 const LOOPBACK: &str = "/dev/video10";
@@ -78,50 +100,71 @@ struct Case {
     /// and µStreamer then paces in software at the desired rate, which with ordinary frame
     /// jitter drops every third frame of a 30 fps stream.
     ustreamer_fps: Option<u32>,
+    /// Run without `--case`.
+    default: bool,
 }
 
 const CASES: [Case; 3] = [
     Case {
-        name: "vivid YUYV 640x480 @25",
+        name: "encode: vivid YUYV 640x480 @25",
         device: VIVID,
         width: 640,
         height: 480,
         fps: 25.0,
         format: PixFmt::Yuyv,
         ustreamer_fps: Some(25),
+        default: true,
     },
     Case {
-        name: "vivid YUYV 1280x720 @10",
+        name: "encode: vivid YUYV 1280x720 @10",
         device: VIVID,
         width: 1280,
         height: 720,
         fps: 10.0,
         format: PixFmt::Yuyv,
         ustreamer_fps: Some(10),
+        default: false,
     },
     Case {
-        name: "loopback MJPEG 1280x720 @30",
+        name: "passthrough: loopback MJPEG 1280x720 @30",
         device: LOOPBACK,
         width: 1280,
         height: 720,
         fps: 30.0,
         format: PixFmt::Mjpeg,
         ustreamer_fps: None,
+        default: true,
     },
 ];
 
-#[derive(Clone, Copy, PartialEq)]
-enum Server {
-    Camcast,
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Side {
     Ustreamer,
+    CamcastHttp,
+    CamcastGrpc,
 }
 
-impl Server {
+const SIDES: [Side; 3] = [Side::Ustreamer, Side::CamcastHttp, Side::CamcastGrpc];
+
+impl Side {
     fn name(self) -> &'static str {
         match self {
-            Server::Camcast => "camcast",
-            Server::Ustreamer => "µStreamer",
+            Side::Ustreamer => "µStreamer HTTP",
+            Side::CamcastHttp => "camcast HTTP",
+            Side::CamcastGrpc => "camcast gRPC",
         }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Side::Ustreamer => "ustreamer",
+            Side::CamcastHttp => "http",
+            Side::CamcastGrpc => "grpc",
+        }
+    }
+
+    fn is_camcast(self) -> bool {
+        self != Side::Ustreamer
     }
 }
 
@@ -129,11 +172,14 @@ struct Opts {
     viewers: Vec<usize>,
     warmup: Duration,
     window: Duration,
-    /// Runs per server and configuration, in A B B A order.
+    /// Runs per side and configuration, in A B C C B A order.
     repeat: usize,
-    servers: Vec<Server>,
-    /// Only the cases whose name contains this (case-insensitive).
+    sides: Vec<Side>,
+    /// Only the cases whose name contains this (case-insensitive); default cases without it.
     case_filter: Option<String>,
+    /// The freshness reader's run (zero: no freshness runs) and the part its ages are taken from.
+    fresh_run: Duration,
+    fresh_tail: Duration,
     /// Print this many last lines of each server's log after its run (debugging).
     log_tail: usize,
     camcast: PathBuf,
@@ -158,10 +204,12 @@ impl Opts {
         let viewers = value("--viewers")
             .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
             .unwrap_or_else(|| if quick { vec![1, 10] } else { vec![1, 10, 50] });
-        let servers = match value("--only").as_deref() {
-            Some("camcast") => vec![Server::Camcast],
-            Some("ustreamer") => vec![Server::Ustreamer],
-            _ => vec![Server::Camcast, Server::Ustreamer],
+        let sides = match value("--only") {
+            Some(list) => SIDES
+                .into_iter()
+                .filter(|s| list.split(',').any(|w| w.trim() == s.short()))
+                .collect(),
+            None => SIDES.to_vec(),
         };
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Opts {
@@ -172,8 +220,10 @@ impl Opts {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(if quick { 1 } else { 2 })
                 .max(1),
-            servers,
+            sides,
             case_filter: value("--case").map(|c| c.to_lowercase()),
+            fresh_run: secs("--fresh-secs", if quick { 8.0 } else { 20.0 }),
+            fresh_tail: secs("--fresh-tail", if quick { 3.0 } else { 5.0 }),
             log_tail: env("VM_COMPARE_LOG_TAIL")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
@@ -209,22 +259,27 @@ fn main() {
         println!("{why}: skipped");
         return;
     }
+    if opts.sides.is_empty() {
+        eprintln!("vm_compare: --only names no side (ustreamer, http, grpc)");
+        std::process::exit(2);
+    }
     http::self_check();
     let t_all = Instant::now();
-    print_setup(&opts);
+    let caption = report::caption();
+    report::print_setup(&opts, &caption);
     let cases: Vec<&Case> = CASES
         .iter()
-        .filter(|c| {
-            opts.case_filter
-                .as_ref()
-                .is_none_or(|f| c.name.to_lowercase().contains(f))
+        .filter(|c| match &opts.case_filter {
+            Some(f) => c.name.to_lowercase().contains(f),
+            None => c.default,
         })
         .collect();
     pieces::print(&cases);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut rows = Vec::new();
+    let mut fresh = Vec::new();
     let mut runs = 0;
-    for case in cases {
+    for &case in &cases {
         let feeder = match case.format {
             PixFmt::Mjpeg => {
                 match feeder::Feeder::start(case.device, case.width, case.height, case.fps) {
@@ -245,46 +300,74 @@ fn main() {
             PixFmt::Yuyv => None,
         };
         for &n in &opts.viewers {
-            // A B B A ...: a drift in the host's load (the guest is emulated on a shared
-            // machine) then weighs on both servers alike.
-            let mut results: Vec<(Server, anyhow::Result<Measured>)> = Vec::new();
+            // A B C C B A ...: a drift in the host's load (the guest is emulated on a shared
+            // machine) then weighs on every side alike.
+            let mut results: Vec<(Side, anyhow::Result<Measured>)> = Vec::new();
             for r in 0..opts.repeat {
-                let mut order = opts.servers.clone();
+                let mut order = opts.sides.clone();
                 if r % 2 == 1 {
                     order.reverse();
                 }
-                for server in order {
+                for side in order {
                     let t0 = Instant::now();
-                    let result = rt.block_on(measure(case, server, n, &opts));
+                    let result = rt.block_on(measure(case, side, n, &opts));
                     println!(
                         "  {} ({:.0} s)",
-                        line(case, server, n, &result),
+                        line(case, side, n, &result),
                         t0.elapsed().as_secs_f64()
                     );
-                    results.push((server, result));
+                    results.push((side, result));
                     runs += 1;
                 }
             }
-            for &server in &opts.servers {
+            for &side in &opts.sides {
                 let (mine, rest): (Vec<_>, Vec<_>) =
-                    results.into_iter().partition(|(s, _)| *s == server);
+                    results.into_iter().partition(|(s, _)| *s == side);
                 results = rest;
                 rows.push(Row {
                     case: case.name,
-                    server,
+                    side,
                     viewers: n,
                     result: Measured::combine(mine.into_iter().map(|(_, r)| r).collect()),
                 });
             }
         }
+        if !opts.fresh_run.is_zero() {
+            for &side in &opts.sides {
+                let t0 = Instant::now();
+                let result = rt.block_on(freshness::run(case, side, &opts));
+                match &result {
+                    Ok(f) => println!(
+                        "  {} | {} | {READER_FPS} fps reader: worst age {:.0} ms, mean {:.0} ms, {:.1} reads/s ({:.0} s)",
+                        case.name,
+                        side.name(),
+                        f.worst_ms,
+                        f.mean_ms,
+                        f.read_fps,
+                        t0.elapsed().as_secs_f64()
+                    ),
+                    Err(e) => println!(
+                        "  {} | {} | {READER_FPS} fps reader: FAILED: {e:#}",
+                        case.name,
+                        side.name()
+                    ),
+                }
+                fresh.push(freshness::FreshRow {
+                    case: case.name,
+                    side,
+                    result,
+                });
+            }
+        }
         drop(feeder);
     }
-    print_tables(&rows, &opts);
+    report::print_tables(&rows, &fresh, &cases, &opts, &caption);
     println!(
-        "\nvm_compare: {runs} runs in {:.0} s",
+        "\nvm_compare: {runs} runs and {} freshness runs in {:.0} s",
+        fresh.len(),
         t_all.elapsed().as_secs_f64()
     );
-    if rows.iter().any(|r| r.result.is_err()) {
+    if rows.iter().any(|r| r.result.is_err()) || fresh.iter().any(|f| f.result.is_err()) {
         std::process::exit(1);
     }
 }
@@ -321,7 +404,7 @@ impl ViewerStats {
 
 struct Row {
     case: &'static str,
-    server: Server,
+    side: Side,
     viewers: usize,
     result: anyhow::Result<Measured>,
 }
@@ -344,8 +427,8 @@ struct Measured {
     note: String,
 }
 
-fn line(case: &Case, server: Server, n: usize, r: &anyhow::Result<Measured>) -> String {
-    let head = format!("{} | {} | {n} viewers", case.name, server.name());
+fn line(case: &Case, side: Side, n: usize, r: &anyhow::Result<Measured>) -> String {
+    let head = format!("{} | {} | {n} viewers", case.name, side.name());
     match r {
         Ok(m) => format!(
             "{head}: {:.1} fps/viewer (slowest {:.1}), server {:.2} ms CPU/frame, {:.0}% CPU{}",
@@ -436,49 +519,81 @@ impl Measured {
     }
 }
 
-async fn measure(case: &Case, server: Server, n: usize, opts: &Opts) -> anyhow::Result<Measured> {
-    async {
-        let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+/// A server under test: the process and where it listens (µStreamer: HTTP only).
+struct Running {
+    child: ChildGuard,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    log: PathBuf,
+}
+
+impl Running {
+    async fn start(case: &Case, side: Side, viewers: usize, opts: &Opts) -> anyhow::Result<Self> {
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let (grpc, http) = (loopback(free_port()?), loopback(free_port()?));
         let log = PathBuf::from(format!(
-            "/tmp/vm_compare-{}-{}x{}-{n}.log",
-            match server {
-                Server::Camcast => "camcast",
-                Server::Ustreamer => "ustreamer",
-            },
+            "/tmp/vm_compare-{}-{}x{}-{viewers}.log",
+            side.short(),
             case.width,
             case.height
         ));
-        let mut child = ChildGuard(spawn(server, case, addr, n, opts, &log)?);
-        let r = run_viewers(case, server, n, opts, &mut child, addr).await;
-        child.stop();
-        if opts.log_tail > 0 {
-            println!("    --- {} (last {} lines)", log.display(), opts.log_tail);
-            for l in tail_lines(&log, opts.log_tail) {
+        let mut child = ChildGuard(spawn(side, case, grpc, http, viewers, opts, &log)?);
+        let started = async {
+            wait_listening(http, &mut child.0, Duration::from_secs(30)).await?;
+            if side == Side::Ustreamer {
+                http::wait_online(http, Duration::from_secs(30)).await?;
+            }
+            anyhow::Ok(())
+        };
+        match started.await {
+            Ok(()) => Ok(Running {
+                child,
+                grpc,
+                http,
+                log,
+            }),
+            Err(e) => {
+                drop(child);
+                let tail = tail_lines(&log, 15).join("\n");
+                Err(e.context(format!("server log {}:\n{tail}", log.display())))
+            }
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.0.id().to_string()
+    }
+
+    /// Stops the server; `r` gains the log's tail if it failed.
+    fn finish<T>(mut self, r: anyhow::Result<T>, log_tail: usize) -> anyhow::Result<T> {
+        self.child.stop();
+        if log_tail > 0 {
+            println!("    --- {} (last {log_tail} lines)", self.log.display());
+            for l in tail_lines(&self.log, log_tail) {
                 println!("    {l}");
             }
         }
         r.map_err(|e| {
-            let tail = tail_lines(&log, 15).join("\n");
-            e.context(format!("server log {}:\n{tail}", log.display()))
+            let tail = tail_lines(&self.log, 15).join("\n");
+            e.context(format!("server log {}:\n{tail}", self.log.display()))
         })
     }
-    .await
+}
+
+async fn measure(case: &Case, side: Side, n: usize, opts: &Opts) -> anyhow::Result<Measured> {
+    let server = Running::start(case, side, n, opts).await?;
+    let r = run_viewers(case, side, n, opts, &server).await;
+    server.finish(r, opts.log_tail)
 }
 
 async fn run_viewers(
     case: &Case,
-    server: Server,
+    side: Side,
     n: usize,
     opts: &Opts,
-    child: &mut ChildGuard,
-    addr: SocketAddr,
+    server: &Running,
 ) -> anyhow::Result<Measured> {
-    let pid = child.0.id().to_string();
-    wait_listening(addr, &mut child.0, Duration::from_secs(30)).await?;
-    if server == Server::Ustreamer {
-        http::wait_online(addr, Duration::from_secs(30)).await?;
-    }
+    let pid = server.pid();
     let stats: Vec<Arc<ViewerStats>> = (0..n).map(|_| Arc::default()).collect();
     let tasks = Tasks(
         stats
@@ -486,9 +601,18 @@ async fn run_viewers(
             .enumerate()
             .map(|(i, st)| {
                 let st = st.clone();
-                match server {
-                    Server::Camcast => tokio::spawn(grpc_viewer(addr, i, st)),
-                    Server::Ustreamer => tokio::spawn(http::viewer(addr, st)),
+                match side {
+                    Side::CamcastGrpc => tokio::spawn(grpc_viewer(server.grpc, i, st)),
+                    Side::CamcastHttp => tokio::spawn(http::viewer(
+                        server.http,
+                        format!("/stream.mjpg?name=vm-compare-{i}"),
+                        st,
+                    )),
+                    Side::Ustreamer => tokio::spawn(http::viewer(
+                        server.http,
+                        format!("/stream?key=vm-compare-{i}"),
+                        st,
+                    )),
                 }
             })
             .collect(),
@@ -507,7 +631,7 @@ async fn run_viewers(
     }
     tokio::time::sleep(opts.warmup).await;
 
-    let captured0 = captured(server, addr).await;
+    let captured0 = captured(side, server).await;
     let before: Vec<(u64, u64)> = stats.iter().map(|s| s.snapshot()).collect();
     let (cpu0, self0, guest0, threads0) = (
         procfs::cpu_seconds(&pid),
@@ -525,7 +649,7 @@ async fn run_viewers(
     );
     let after: Vec<(u64, u64)> = stats.iter().map(|s| s.snapshot()).collect();
     let elapsed = w0.elapsed().as_secs_f64();
-    let captured1 = captured(server, addr).await;
+    let captured1 = captured(side, server).await;
     let rss_mib = procfs::peak_rss_mib(&pid);
     drop(tasks);
 
@@ -538,11 +662,11 @@ async fn run_viewers(
     let bytes: u64 = per_viewer.iter().map(|v| v.1).sum();
     let fps_min = per_viewer.iter().map(|v| v.0).min().unwrap_or(0) as f64 / elapsed;
     let cpu = cpu1 - cpu0;
-    let source_fps = match (server, &captured0, &captured1) {
-        // camcast: frames captured over the window (GetInfo counters).
-        (Server::Camcast, Ok((c0, _)), Ok((c1, _))) => (c1 - c0) / elapsed,
+    let source_fps = match (side, &captured0, &captured1) {
         // µStreamer: its own captured_fps (the last whole second), read after the window.
-        (Server::Ustreamer, _, Ok((fps, _))) => *fps,
+        (Side::Ustreamer, _, Ok((fps, _))) => *fps,
+        // camcast: frames captured over the window (GetInfo counters).
+        (_, Ok((c0, _)), Ok((c1, _))) => (c1 - c0) / elapsed,
         _ => f64::NAN,
     };
     let mut note = captured1.map(|(_, n)| n).unwrap_or_default();
@@ -592,31 +716,27 @@ fn first_error(stats: &[Arc<ViewerStats>]) -> Option<String> {
 
 /// Frames captured so far (camcast) or the current capture rate (µStreamer), with a note on
 /// the server's own view of the mode.
-async fn captured(server: Server, addr: SocketAddr) -> anyhow::Result<(f64, String)> {
-    match server {
-        Server::Camcast => {
-            let channel = client::connect(&addr.to_string(), Duration::from_secs(10)).await?;
-            let info = client::camera_client(channel)
-                .get_info(pb::v1::GetInfoRequest {})
-                .await?
-                .into_inner();
-            let captured = info.counters.map_or(0, |c| c.frames_captured);
-            let mode = info
-                .mode
-                .map(|m| format!("{} {}x{}@{}", m.pixel_format, m.width, m.height, m.fps))
-                .unwrap_or_default();
-            Ok((captured as f64, mode))
-        }
-        Server::Ustreamer => {
-            let state = http::state(addr).await?;
-            let fps = http::json_value(&state, "captured_fps")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::NAN);
-            let encoder = http::json_value(&state, "type").unwrap_or("?");
-            let desired = http::json_value(&state, "desired_fps").unwrap_or("?");
-            Ok((fps, format!("encoder {encoder}, desired_fps {desired}")))
-        }
+async fn captured(side: Side, server: &Running) -> anyhow::Result<(f64, String)> {
+    if side == Side::Ustreamer {
+        let state = http::state(server.http).await?;
+        let fps = http::json_value(&state, "captured_fps")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+        let encoder = http::json_value(&state, "type").unwrap_or("?");
+        let desired = http::json_value(&state, "desired_fps").unwrap_or("?");
+        return Ok((fps, format!("encoder {encoder}, desired_fps {desired}")));
     }
+    let channel = client::connect(&server.grpc.to_string(), Duration::from_secs(10)).await?;
+    let info = client::camera_client(channel)
+        .get_info(pb::v1::GetInfoRequest {})
+        .await?
+        .into_inner();
+    let captured = info.counters.map_or(0, |c| c.frames_captured);
+    let mode = info
+        .mode
+        .map(|m| format!("{} {}x{}@{}", m.pixel_format, m.width, m.height, m.fps))
+        .unwrap_or_default();
+    Ok((captured as f64, mode))
 }
 
 async fn grpc_viewer(addr: SocketAddr, i: usize, stats: Arc<ViewerStats>) {
@@ -648,55 +768,61 @@ impl Drop for Tasks {
 }
 
 fn spawn(
-    server: Server,
+    side: Side,
     case: &Case,
-    addr: SocketAddr,
+    grpc: SocketAddr,
+    http: SocketAddr,
     viewers: usize,
     opts: &Opts,
     log: &Path,
 ) -> anyhow::Result<Child> {
     let size = format!("{}x{}", case.width, case.height);
-    let mut cmd = match server {
-        Server::Camcast => {
-            let mut c = Command::new(&opts.camcast);
-            c.args(["--listen", &addr.to_string()])
-                .args(["--source", &format!("v4l2:{}", case.device)])
-                .args(["--size", &size, "--fps", &case.fps.to_string()])
-                .args([
-                    "--format",
-                    match case.format {
-                        PixFmt::Yuyv => "yuyv",
-                        PixFmt::Mjpeg => "mjpeg",
-                    },
-                ])
-                .args(["--quality", &QUALITY.to_string(), "--led", "none"])
-                .args(["--max-viewers", &(viewers + 8).to_string(), "--log", "info"])
-                .args(["--max-connections-per-address", &(viewers + 8).to_string()])
-                .args(["--max-viewers-per-address", &(viewers + 8).to_string()]);
-            c
+    let mut cmd = if side.is_camcast() {
+        // Every viewer comes from 127.0.0.1: the per-address caps are lifted with the viewer cap.
+        let room = (viewers + 8).to_string();
+        let mut c = Command::new(&opts.camcast);
+        c.args([
+            "--listen",
+            &grpc.to_string(),
+            "--http-listen",
+            &http.to_string(),
+        ])
+        .args(["--source", &format!("v4l2:{}", case.device)])
+        .args(["--size", &size, "--fps", &case.fps.to_string()])
+        .args([
+            "--format",
+            match case.format {
+                PixFmt::Yuyv => "yuyv",
+                PixFmt::Mjpeg => "mjpeg",
+            },
+        ])
+        .args(["--quality", &QUALITY.to_string(), "--led", "none"])
+        .args(["--no-mdns", "--log", "info"])
+        .args(["--max-viewers", &room])
+        .args(["--max-connections-per-address", &room])
+        .args(["--max-viewers-per-address", &room]);
+        c
+    } else {
+        let mut c = Command::new(&opts.ustreamer);
+        c.args(["--device", case.device, "--resolution", &size])
+            .args([
+                "--format",
+                match case.format {
+                    PixFmt::Yuyv => "YUYV",
+                    PixFmt::Mjpeg => "MJPEG",
+                },
+            ])
+            .args(["--host", "127.0.0.1", "--port", &http.port().to_string()])
+            .args(["--quality", &QUALITY.to_string(), "--encoder", "CPU"])
+            .args(["--tcp-nodelay", "--exit-on-parent-death"])
+            .args(&opts.ustreamer_args);
+        if let Some(fps) = case.ustreamer_fps {
+            c.args(["--desired-fps", &fps.to_string()]);
         }
-        Server::Ustreamer => {
-            let mut c = Command::new(&opts.ustreamer);
-            c.args(["--device", case.device, "--resolution", &size])
-                .args([
-                    "--format",
-                    match case.format {
-                        PixFmt::Yuyv => "YUYV",
-                        PixFmt::Mjpeg => "MJPEG",
-                    },
-                ])
-                .args(["--host", "127.0.0.1", "--port", &addr.port().to_string()])
-                .args(["--quality", &QUALITY.to_string(), "--encoder", "CPU"])
-                .args(["--tcp-nodelay", "--exit-on-parent-death"])
-                .args(&opts.ustreamer_args);
-            if let Some(fps) = case.ustreamer_fps {
-                c.args(["--desired-fps", &fps.to_string()]);
-            }
-            if let Some(lib) = &opts.ustreamer_lib {
-                c.env("LD_LIBRARY_PATH", lib);
-            }
-            c
+        if let Some(lib) = &opts.ustreamer_lib {
+            c.env("LD_LIBRARY_PATH", lib);
         }
+        c
     };
     let log_file = std::fs::File::create(log)?;
     cmd.stdin(Stdio::null())
@@ -813,120 +939,4 @@ fn jpeg_shape(j: &[u8]) -> Option<JpegShape> {
         p += 2 + len;
     }
     None
-}
-
-fn print_setup(opts: &Opts) {
-    let cpuinfo = machine::cpuinfo();
-    let cpu = machine::cpu_model(&cpuinfo);
-    let cores = machine::cores();
-    let flags = Some(cpuinfo.as_str())
-        .and_then(|c| {
-            let line = c.lines().find(|l| l.starts_with("flags"))?.to_string();
-            let have: Vec<&str> = line.split_whitespace().collect();
-            let simd: Vec<&str> = ["sse2", "ssse3", "sse4_2", "avx", "avx2", "avx512f"]
-                .into_iter()
-                .filter(|f| have.contains(f))
-                .collect();
-            Some(simd.join(" "))
-        })
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!(
-        "machine: {cpu} (SIMD: {flags}), {cores} CPUs, kernel {}; servers, viewers and vivid share them",
-        kernel.trim()
-    );
-    let version = |bin: &Path, arg: &str, lib: Option<&String>| {
-        let mut c = Command::new(bin);
-        c.arg(arg);
-        if let Some(l) = lib {
-            c.env("LD_LIBRARY_PATH", l);
-        }
-        c.output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|e| format!("unavailable: {e}"))
-    };
-    println!(
-        "camcast: {} ({})",
-        version(&opts.camcast, "--version", None),
-        opts.camcast.display()
-    );
-    println!(
-        "µStreamer: {} ({}){}",
-        version(&opts.ustreamer, "--version", opts.ustreamer_lib.as_ref()),
-        opts.ustreamer.display(),
-        if opts.ustreamer_args.is_empty() {
-            String::new()
-        } else {
-            format!(" extra args: {}", opts.ustreamer_args.join(" "))
-        }
-    );
-    println!(
-        "JPEG quality {QUALITY} for both; warm-up {:.1} s, window {:.1} s per run\n",
-        opts.warmup.as_secs_f64(),
-        opts.window.as_secs_f64()
-    );
-}
-
-fn print_tables(rows: &[Row], opts: &Opts) {
-    println!("\n| case | viewers | server | source fps | fps per viewer (slowest) | server CPU ms / delivered frame (each run) | server CPU % of a core | KiB / frame | JPEG | server peak RSS MiB | viewers' CPU % | guest busy % | server CPU by thread |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        match &r.result {
-            Ok(m) => println!(
-                "| {} | {} | {} | {:.1} | {:.1} ({:.1}) | {:.2} ({}) | {:.0} | {:.1} | {} | {:.1} | {:.0} | {:.0} | {} |",
-                r.case,
-                r.viewers,
-                r.server.name(),
-                m.source_fps,
-                m.fps_mean,
-                m.fps_min,
-                m.cpu_ms_per_frame,
-                m.runs_cpu_ms
-                    .iter()
-                    .map(|v| format!("{v:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                m.cpu_pct,
-                m.kib_per_frame,
-                m.shape,
-                m.rss_mib,
-                m.viewers_cpu_pct,
-                m.guest_busy_pct,
-                m.thread_shares()
-            ),
-            Err(e) => println!(
-                "| {} | {} | {} | failed: {} ||||||||||",
-                r.case,
-                r.viewers,
-                r.server.name(),
-                format!("{e:#}").lines().next().unwrap_or("")
-            ),
-        }
-    }
-    if opts.servers.len() < 2 {
-        return;
-    }
-    println!("\n| case | viewers | fps per viewer: camcast | µStreamer | server CPU ms / delivered frame: camcast | µStreamer | µStreamer ÷ camcast |");
-    println!("|---|---|---|---|---|---|---|");
-    for case in &CASES {
-        for &n in &opts.viewers {
-            let find = |s: Server| {
-                rows.iter()
-                    .find(|r| r.case == case.name && r.viewers == n && r.server == s)
-                    .and_then(|r| r.result.as_ref().ok())
-            };
-            let (Some(c), Some(u)) = (find(Server::Camcast), find(Server::Ustreamer)) else {
-                continue;
-            };
-            println!(
-                "| {} | {n} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
-                case.name,
-                c.fps_mean,
-                u.fps_mean,
-                c.cpu_ms_per_frame,
-                u.cpu_ms_per_frame,
-                u.cpu_ms_per_frame / c.cpu_ms_per_frame
-            );
-        }
-    }
 }
