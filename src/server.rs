@@ -147,8 +147,9 @@ impl Server {
     /// Must be called within a tokio runtime.
     pub fn from_config(config: Config) -> Result<Server, ServerError> {
         let protection = Protection::load(&config)?;
+        let camera = config.default_camera();
         let selected =
-            source::select(&config.source, &config.camera).map_err(ServerError::Source)?;
+            source::select(&camera.source, &camera.request).map_err(ServerError::Source)?;
         tracing::info!(source = %selected.source.name(), reason = %selected.reason, "frame source chosen");
         Ok(Server::new(config, protection, selected))
     }
@@ -161,7 +162,7 @@ impl Server {
         let hub = Hub::new(
             selected.source,
             selected.reason,
-            config.hub.clone(),
+            config.default_camera().hub(&config.hub),
             status.clone(),
         );
         Server {
@@ -327,7 +328,7 @@ fn advertisement(
     source_name: &str,
     addrs: BoundAddrs,
 ) -> Advertisement {
-    let mut ad = Advertisement::new(addrs.grpc, source_name, &config.camera);
+    let mut ad = Advertisement::new(addrs.grpc, source_name, &config.default_camera().request);
     ad.tls = Some(protection.tls.is_some());
     ad.auth = protection.tokens.as_ref().map(|_| "token".to_string());
     ad.http_port = addrs.http.map(|a| a.port());

@@ -277,7 +277,7 @@ mod tests {
     use crate::config::Config;
 
     fn ad(listen: &str) -> Advertisement {
-        let camera = Config::default().camera;
+        let camera = Config::default().default_camera().request.clone();
         let mut ad = Advertisement::new(listen.parse().unwrap(), "HD Pro Webcam C920", &camera);
         ad.fps = 12.5;
         ad
@@ -324,11 +324,13 @@ mod tests {
         a.service_info().expect("a valid service");
         assert_eq!(label_from("My_Pi.lan"), "my-pi");
         assert_eq!(label_from(""), "camcast");
-        assert!(
-            Advertisement::new("[::]:1".parse().unwrap(), "x", &Config::default().camera)
-                .instance
-                .starts_with("camcast on ")
-        );
+        assert!(Advertisement::new(
+            "[::]:1".parse().unwrap(),
+            "x",
+            &Config::default().default_camera().request
+        )
+        .instance
+        .starts_with("camcast on "));
     }
 
     #[test]
