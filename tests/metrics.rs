@@ -157,6 +157,7 @@ async fn series_move_with_viewers_and_agree_with_get_info() {
         .stream_frames(pb::v1::StreamRequest {
             viewer_name: "metrics-v1".into(),
             max_fps: 0.0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -199,7 +200,7 @@ async fn series_move_with_viewers_and_agree_with_get_info() {
     })
     .await;
     let info = client::camera_client(server.channel().await)
-        .get_info(pb::v1::GetInfoRequest {})
+        .get_info(pb::v1::GetInfoRequest::default())
         .await
         .unwrap()
         .into_inner();

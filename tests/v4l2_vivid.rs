@@ -435,7 +435,7 @@ async fn next_frame(stream: &mut grpc_client::FrameStream) -> Received {
 
 async fn camera_state(server: &TestServer) -> pb::v1::State {
     let info = grpc_client::camera_client(server.channel().await)
-        .get_info(pb::v1::GetInfoRequest {})
+        .get_info(pb::v1::GetInfoRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -503,6 +503,7 @@ async fn grpc_viewer_gets_loopback_mjpeg_byte_identical_or_repaired() {
             .stream_frames(pb::v1::StreamRequest {
                 viewer_name: "bytes".into(),
                 max_fps: 0.0,
+                ..Default::default()
             })
             .await
             .unwrap()

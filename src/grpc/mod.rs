@@ -25,8 +25,9 @@ use tonic::Status;
 use tonic_health::ServingStatus;
 use tower::Layer;
 
+use crate::cameras::{Cameras, UnknownCamera};
 use crate::config::{Config, MAX_FRAME_BYTES};
-use crate::hub::{Hub, HubError};
+use crate::hub::HubError;
 use crate::pb;
 use crate::protection::Protection;
 use crate::status::{State, StatusCell};
@@ -96,14 +97,14 @@ impl GrpcSettings {
 /// when the hub shuts down, which is the caller's job: see [`crate::server`]).
 pub async fn serve(
     listener: TcpListener,
-    hub: Hub,
+    cameras: Cameras,
     status: StatusCell,
     settings: GrpcSettings,
     protection: Protection,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let (health, health_service) = tonic_health::server::health_reporter();
-    tokio::spawn(track_health(health, status, hub.clone()));
+    tokio::spawn(track_health(health, status, cameras.clone()));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -117,10 +118,12 @@ pub async fn serve(
         .expect("descriptor set compiled by build.rs is valid");
     // The live-frame methods never reach tonic (see `streaming`); the tutorial service has no
     // other method, so tonic does not serve it at all.
-    let v1 =
-        pb::v1::camera_server::CameraServer::new(CameraService::new(hub.clone(), settings.clone()))
-            .max_encoding_message_size(MAX_FRAME_BYTES)
-            .max_decoding_message_size(settings.max_request_bytes);
+    let v1 = pb::v1::camera_server::CameraServer::new(CameraService::new(
+        cameras.clone(),
+        settings.clone(),
+    ))
+    .max_encoding_message_size(MAX_FRAME_BYTES)
+    .max_decoding_message_size(settings.max_request_bytes);
     let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -137,7 +140,7 @@ pub async fn serve(
     let drain = settings.drain_timeout;
     let shared = Arc::new(server::Shared {
         streams: Arc::new(streaming::Streams {
-            hub,
+            cameras,
             settings,
             protection,
         }),
@@ -164,10 +167,15 @@ pub async fn serve(
     }
 }
 
-/// Mirrors the appliance state into gRPC health: the camera services are NOT_SERVING while the
-/// camera is missing or faulty and after shutdown begins; the server as a whole ("") stays
-/// SERVING while it runs.
-async fn track_health(health: tonic_health::server::HealthReporter, status: StatusCell, hub: Hub) {
+/// Mirrors the appliance state (the worst of the cameras') into gRPC health: the camera
+/// services are NOT_SERVING while a camera is missing or faulty and after shutdown begins;
+/// the server as a whole ("") stays SERVING while it runs.
+async fn track_health(
+    health: tonic_health::server::HealthReporter,
+    status: StatusCell,
+    cameras: Cameras,
+) {
+    let hub = cameras.default_camera().hub.clone();
     let mut rx = status.subscribe();
     loop {
         let serving = match rx.borrow_and_update().state {
@@ -186,6 +194,13 @@ async fn track_health(health: tonic_health::server::HealthReporter, status: Stat
         health
             .set_service_status(name, ServingStatus::NotServing)
             .await;
+    }
+}
+
+/// NOT_FOUND, naming the cameras there are.
+impl From<UnknownCamera> for Status {
+    fn from(e: UnknownCamera) -> Status {
+        Status::not_found(e.to_string())
     }
 }
 
