@@ -236,8 +236,6 @@ impl Server {
                 cameras.shutdown().await;
             }
         });
-        let hub = cameras.default_camera().hub.clone();
-
         let mut transports = Parts::new(shutdown_begun.clone());
         let grpc = grpc::serve(
             listeners.grpc,
@@ -262,7 +260,7 @@ impl Server {
             let metrics = Metrics::new(metrics, protection.admission.refusals().clone());
             let http = http::serve(
                 listener,
-                hub,
+                cameras.clone(),
                 HttpSettings::new(&config),
                 protection,
                 Arc::new(metrics),

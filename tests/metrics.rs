@@ -386,18 +386,20 @@ async fn try_get(addr: SocketAddr, path: &str) -> Option<(StatusCode, header::He
 
 #[tokio::test]
 async fn a_scrape_during_shutdown_gets_200_and_the_final_values() {
+    let status = StatusCell::new();
     let hub = Hub::new(
         common::pattern(160, 120, 30.0),
         "test",
         HubConfig::default(),
-        StatusCell::new(),
+        status.clone(),
     );
     let cameras = vec![Camera {
         name: DEFAULT_CAMERA.into(),
         hub: hub.clone(),
     }];
     let metrics = Arc::new(Metrics::new(cameras, Arc::new(Refusals::default())));
-    let app = camcast::http::router(hub.clone(), HttpSettings::default(), None, metrics);
+    let cameras = camcast::cameras::Cameras::single(hub.clone(), status);
+    let app = camcast::http::router(cameras, HttpSettings::default(), None, metrics);
     let mut sub = hub
         .connect(camcast::hub::ViewerInfo {
             name: "v".into(),

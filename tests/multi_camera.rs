@@ -13,6 +13,7 @@ use camcast::pb;
 use camcast::source::fake::{FakeSource, Step};
 use camcast::source::FrameSource;
 use camcast::status::State;
+use common::mjpeg_reader::PlainReader;
 use common::TestServer;
 
 /// A server config with these cameras (the first is the default), HTTP on, and `hub`'s caps.
@@ -274,5 +275,186 @@ async fn one_camera_unplugged_while_the_others_keep_streaming() {
         .unwrap();
     assert_eq!(frame.size, Some((128, 96)));
     drop(viewers);
+    server.stop().await.unwrap();
+}
+
+/// GET `path` on a fresh connection that closes after the answer: status code and body.
+async fn http_get(server: &TestServer, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.http_addr())
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a response head");
+    let code = head[9..12].parse().unwrap();
+    (code, body.to_string())
+}
+
+async fn mjpeg(server: &TestServer, path: &str) -> PlainReader<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(server.http_addr())
+        .await
+        .unwrap();
+    PlainReader::open(tcp, path).await.unwrap()
+}
+
+#[tokio::test]
+async fn viewers_on_every_camera_at_once_over_http() {
+    let server = TestServer::launch_cameras(
+        config(&["door", "yard", "shed"], common::hub_config()),
+        patterns(&[160, 192, 224]),
+    )
+    .await;
+    let paths = [
+        ("/stream.mjpg", 160),
+        ("/cam/door/stream.mjpg", 160),
+        ("/cam/yard/stream.mjpg", 192),
+        ("/cam/shed/stream.mjpg?fps=5", 224),
+    ];
+    let mut readers = Vec::new();
+    for (path, width) in paths {
+        readers.push((mjpeg(&server, path).await, width));
+    }
+    // A gRPC viewer on one of them at the same time.
+    let mut grpc = FrameStream::open_camera(server.channel().await, "yard", "g", 0.0)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        for (reader, width) in &mut readers {
+            let part = reader.next_part().await.unwrap().expect("a part");
+            let jpeg = camcast::jpeg::inspect(&part.jpeg).unwrap();
+            assert_eq!(u32::from(jpeg.width), *width);
+        }
+        assert_eq!(grpc.next().await.unwrap().unwrap().size, Some((192, 120)));
+    }
+    let viewers: Vec<usize> = server
+        .cameras
+        .iter()
+        .map(|c| c.hub.viewer_count())
+        .collect();
+    assert_eq!(viewers, [2, 2, 1]);
+    for (path, width) in [("/snapshot.jpg", 160), ("/cam/shed/snapshot.jpg", 224)] {
+        let tcp = tokio::net::TcpStream::connect(server.http_addr())
+            .await
+            .unwrap();
+        let body = hyper_get(tcp, path).await;
+        let jpeg = camcast::jpeg::inspect(&body).unwrap();
+        assert_eq!(u32::from(jpeg.width), width, "{path}");
+    }
+    let (code, body) = http_get(&server, "/cam/yard/info.json").await;
+    assert_eq!(code, 200);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["camera"], "yard");
+    assert_eq!(info["width"], 192);
+    assert_eq!(info["viewers"], 2);
+    let names: Vec<&str> = info["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["door", "yard", "shed"]);
+    assert_eq!(info["cameras"][0]["default"], true);
+    let (_, body) = http_get(&server, "/info.json").await;
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["camera"], "door", "today's paths: the default camera");
+    // The page, for each camera; without the slash, sent to it.
+    let (code, page) = http_get(&server, "/cam/shed/").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("stream.mjpg"));
+    let (code, _) = http_get(&server, "/cam/shed").await;
+    assert_eq!(code, 308);
+    drop((readers, grpc));
+    server.stop().await.unwrap();
+}
+
+/// The whole answer's body, for a plain GET whose body has a Content-Length.
+async fn hyper_get(mut tcp: tokio::net::TcpStream, path: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let at = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{path}");
+    answer.split_off(at + 4)
+}
+
+#[tokio::test]
+async fn http_unknown_cameras_are_404_naming_the_cameras_and_health_is_per_camera() {
+    let hub = HubConfig {
+        retry_min: Duration::from_millis(50),
+        retry_max: Duration::from_millis(100),
+        ..common::hub_config()
+    };
+    let (fake, plug) = FakeSource::new(128, 96, Duration::from_millis(20));
+    let sources: Vec<Box<dyn FrameSource>> = vec![common::pattern(160, 120, 15.0), Box::new(fake)];
+    let server = TestServer::launch_cameras(config(&["door", "porch"], hub), sources).await;
+    for path in [
+        "/cam/garage/stream.mjpg",
+        "/cam/garage/snapshot.jpg",
+        "/cam/garage/",
+        "/cam/garage/info.json",
+        "/cam/garage/healthz",
+        "/cam/DOOR/stream.mjpg",
+        "/cam/%FF%FE/stream.mjpg",
+        "/cam/%2e%2e/info.json",
+    ] {
+        let (code, body) = http_get(&server, path).await;
+        assert!(code == 404 || code == 400, "{path}: {code} {body}");
+        if code == 404 {
+            assert!(body.contains("door, porch"), "{path}: {body}");
+        }
+    }
+    let (code, body) = http_get(&server, "/healthz").await;
+    assert_eq!(code, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["cameras"]["porch"]["status"], "ok");
+
+    // The porch camera is unplugged while a viewer watches it: the appliance's health says
+    // which camera, the door camera's stays up and streams on.
+    let mut porch = mjpeg(&server, "/cam/porch/stream.mjpg").await;
+    porch.next_part().await.unwrap().unwrap();
+    let mut door = mjpeg(&server, "/cam/door/stream.mjpg").await;
+    plug.fail_next_starts(u64::MAX);
+    plug.push([Step::Vanish]);
+    let porch_cam = server.cameras.get("porch").unwrap().clone();
+    porch_cam
+        .status
+        .subscribe()
+        .wait_for(|s| s.state == State::WaitingForCamera)
+        .await
+        .unwrap();
+    let (code, body) = http_get(&server, "/healthz").await;
+    assert_eq!(code, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["state"], "waiting for camera");
+    assert!(health["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("camera porch:"));
+    assert_eq!(health["cameras"]["door"]["status"], "ok");
+    assert_eq!(health["cameras"]["porch"]["status"], "unavailable");
+    assert_eq!(http_get(&server, "/cam/door/healthz").await.0, 200);
+    assert_eq!(http_get(&server, "/cam/porch/healthz").await.0, 503);
+    let mut last = 0;
+    for _ in 0..10 {
+        let part = door.next_part().await.unwrap().unwrap();
+        assert!(part.seq > last);
+        last = part.seq;
+    }
+    plug.fail_next_starts(0);
+    porch
+        .next_part()
+        .await
+        .unwrap()
+        .expect("the porch camera is back");
+    drop((porch, door));
     server.stop().await.unwrap();
 }
