@@ -73,7 +73,11 @@ pub struct Cli {
 pub enum Command {
     /// List cameras (V4L2, and libcamera in builds with that feature) with their formats,
     /// frame sizes, frame rates and controls, then exit.
-    Devices,
+    Devices {
+        /// Print one `[[camera]]` table per camera instead, to paste into the config file.
+        #[arg(long)]
+        toml: bool,
+    },
     /// Write a self-signed TLS certificate and key (cert.pem, key.pem) for this camera, or with
     /// --client one for a viewer (mutual TLS), and print its SHA-256 fingerprint.
     GenCert {
@@ -423,6 +427,62 @@ impl CameraName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A valid name made from any label (a camera's product name), not among `taken`:
+    /// lower-cased, runs of other characters turned into one '-', cut to fit, numbered
+    /// ("-2", "-3") when taken; "camera" when nothing usable is left.
+    pub fn from_label(label: &str, taken: &[CameraName]) -> CameraName {
+        let mut base = String::new();
+        for c in label.chars().flat_map(char::to_lowercase) {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                base.push(c);
+            } else if !base.is_empty() && !base.ends_with('-') {
+                base.push('-');
+            }
+        }
+        base.truncate(24);
+        let base = base.trim_end_matches('-');
+        let base = if base.is_empty() { "camera" } else { base };
+        (1..)
+            .map(|n| match n {
+                1 => base.to_string(),
+                n => format!("{base}-{n}"),
+            })
+            .map(CameraName)
+            .find(|name| !taken.contains(name))
+            .expect("some number is free")
+    }
+}
+
+/// `camcast devices --toml`: one `[[camera]]` table per camera found, ready to paste into the
+/// config file, named from its product name and using its stable device path.
+pub fn camera_tables(found: &crate::source::listing::Cameras) -> String {
+    let quoted = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut names: Vec<CameraName> = Vec::new();
+    let mut out = String::new();
+    let mut table = |label: &str, comment: String, key: &str, value: String| {
+        let name = CameraName::from_label(label, &names);
+        out += &format!(
+            "# {comment}\n[[camera]]\nname = {}\n{key} = {}\n\n",
+            quoted(name.as_str()),
+            quoted(&value)
+        );
+        names.push(name);
+    };
+    for report in found.v4l2.iter().filter(|r| r.is_camera()) {
+        let comment = format!("{} ({}, {})", report.card, report.driver, report.bus);
+        let device = report.preferred_path().display().to_string();
+        table(&report.card, comment, "device", device);
+    }
+    #[cfg(feature = "libcamera")]
+    for camera in found.libcamera.iter().flatten() {
+        let source = format!("libcamera:{}", camera.index);
+        table(&camera.model, camera.id.clone(), "source", source);
+    }
+    if out.is_empty() {
+        out = "# no cameras found: with none configured, camcast serves its test pattern\n".into();
+    }
+    out
 }
 
 impl FromStr for CameraName {
@@ -991,6 +1051,89 @@ mod tests {
         }
         assert!("printer-2".parse::<CameraName>().is_ok());
         assert!("x".repeat(32).parse::<CameraName>().is_ok());
+    }
+
+    #[test]
+    fn names_made_from_labels_are_valid_and_distinct() {
+        let mut taken = Vec::new();
+        for (label, expected) in [
+            ("HD Pro Webcam C920", "hd-pro-webcam-c920"),
+            ("HD Pro Webcam C920", "hd-pro-webcam-c920-2"),
+            ("vivid: Vivid-000 ", "vivid-vivid-000"),
+            ("Caméra ÜSB", "cam-ra-sb"),
+            ("", "camera"),
+            ("---", "camera-2"),
+            (&"x".repeat(100), &"x".repeat(24)),
+        ] {
+            let name = CameraName::from_label(label, &taken);
+            assert_eq!(name.as_str(), expected);
+            assert_eq!(name.as_str().parse::<CameraName>().unwrap(), name);
+            taken.push(name);
+        }
+    }
+
+    /// What `camcast devices --toml` prints parses as the cameras of a config file.
+    #[test]
+    fn devices_toml_pastes_as_camera_tables() {
+        use crate::source::v4l2::devices::list_devices_in;
+        let none = crate::source::listing::Cameras {
+            v4l2: list_devices_in(Path::new("/nonexistent"), Path::new("/nonexistent")),
+            #[cfg(feature = "libcamera")]
+            libcamera: Ok(Vec::new()),
+        };
+        let text = camera_tables(&none);
+        assert!(text.starts_with("# no cameras found"), "{text}");
+        assert_eq!(Config::from_toml(&text).unwrap().cameras.len(), 1);
+
+        let webcam = |path: &str, link: Option<&str>, fourcc: &[u8; 4]| {
+            crate::source::v4l2::devices::DeviceReport {
+                path: path.into(),
+                stable_path: link.map(PathBuf::from),
+                kind: Some(crate::source::v4l2::hw::NodeKind::Capture),
+                driver: "uvcvideo".into(),
+                card: "HD Pro Webcam C920".into(),
+                bus: "usb-1".into(),
+                formats: vec![crate::source::v4l2::negotiate::AdvertisedFormat {
+                    fourcc: *fourcc,
+                    description: String::new(),
+                    sizes: Vec::new(),
+                    range: None,
+                }],
+                controls: Vec::new(),
+                problems: Vec::new(),
+            }
+        };
+        let found = crate::source::listing::Cameras {
+            v4l2: vec![
+                webcam(
+                    "/dev/video0",
+                    Some("/dev/v4l/by-id/usb-\"odd\"-index0"),
+                    b"MJPG",
+                ),
+                webcam("/dev/video1", None, b"H264"), // no format camcast takes: left out
+                webcam("/dev/video2", None, b"YUYV"),
+            ],
+            #[cfg(feature = "libcamera")]
+            libcamera: Ok(Vec::new()),
+        };
+        let text = camera_tables(&found);
+        let c = Config::from_toml(&text).unwrap();
+        let cameras: Vec<(&str, Option<&Path>)> = c
+            .cameras
+            .iter()
+            .map(|c| (c.name.as_str(), c.request.device.as_deref()))
+            .collect();
+        assert_eq!(
+            cameras,
+            [
+                (
+                    "hd-pro-webcam-c920",
+                    Some(Path::new("/dev/v4l/by-id/usb-\"odd\"-index0"))
+                ),
+                ("hd-pro-webcam-c920-2", Some(Path::new("/dev/video2"))),
+            ],
+            "{text}"
+        );
     }
 
     #[test]

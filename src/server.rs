@@ -355,6 +355,7 @@ fn advertisement(
     ad.auth = protection.tokens.as_ref().map(|_| "token".to_string());
     ad.http_port = addrs.http.map(|a| a.port());
     ad.tutorial_api = config.tutorial_api;
+    ad.cameras = cameras.names().into_iter().map(String::from).collect();
     ad
 }
 

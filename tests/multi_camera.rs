@@ -15,6 +15,9 @@ use camcast::source::FrameSource;
 use camcast::status::State;
 use common::mjpeg_reader::PlainReader;
 use common::TestServer;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 /// A server config with these cameras (the first is the default), HTTP on, and `hub`'s caps.
 fn config(names: &[&str], hub: HubConfig) -> Config {
@@ -266,6 +269,11 @@ async fn one_camera_unplugged_while_the_others_keep_streaming() {
         ]
     );
     assert_eq!(info.cameras[1].viewers.len(), 1, "its viewer waits");
+    // The appliance's state (LED, systemd, health) is the worst camera's.
+    common::eventually("health says a camera is missing", || async {
+        v1_health(&server).await == ServingStatus::NotServing
+    })
+    .await;
     // Plugged back in: its viewer gets frames again.
     plug.fail_next_starts(0);
     let frame = tokio::time::timeout(Duration::from_secs(10), viewers[1].next())
@@ -274,8 +282,21 @@ async fn one_camera_unplugged_while_the_others_keep_streaming() {
         .unwrap()
         .unwrap();
     assert_eq!(frame.size, Some((128, 96)));
+    common::eventually("health follows the camera back", || async {
+        v1_health(&server).await == ServingStatus::Serving
+    })
+    .await;
     drop(viewers);
     server.stop().await.unwrap();
+}
+
+async fn v1_health(server: &TestServer) -> ServingStatus {
+    let mut health = HealthClient::new(server.channel().await);
+    let request = HealthCheckRequest {
+        service: camcast::grpc::V1_SERVICE.into(),
+    };
+    let status = health.check(request).await.unwrap().into_inner().status;
+    ServingStatus::try_from(status).unwrap()
 }
 
 /// GET `path` on a fresh connection that closes after the answer: status code and body.
