@@ -1,13 +1,14 @@
-//! The server, wired in one place: its cameras (one hub each, see [`Cameras`]), the gRPC port and the optional HTTP port under one
-//! shared [`Protection`], and around them the status LED, systemd notifications and the mDNS
-//! advertisement, all tied to one cancellation token that says "shutdown has begun".
+//! The server, wired in one place: its cameras (one hub each, see [`Cameras`]), the gRPC port
+//! and the optional HTTP port under one shared [`Protection`], and around them the status LED,
+//! systemd notifications and the mDNS advertisement, all tied to one cancellation token that
+//! says "shutdown has begun".
 //!
 //! The `camcast` binary calls [`run`]; the integration tests call the same [`Server::run`]
 //! (through [`Server::new`], to choose their own sources and watch the hubs). The caller binds
 //! the ports, so tests can use port 0, and owns the token. Cancelling it shuts every part down
 //! at once: the mDNS advertisement is withdrawn, every camera's hub ends its viewer streams and
-//! stops capture (once, for every transport), the transports stop accepting and drain (each for at
-//! most its drain time), systemd hears STOPPING=1, the LED is switched off.
+//! stops capture (once, for every transport), the transports stop accepting and drain (each for
+//! at most its drain time), systemd hears STOPPING=1, the LED is switched off.
 //!
 //! A transport that stops by itself (a TLS setting its server rejects, a panic) cancels the
 //! token too: everything else stops and `run` returns an error naming that transport, so the

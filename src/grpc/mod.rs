@@ -1,5 +1,6 @@
-//! gRPC transport: the tutorial API and camcast.v1 as two views of the same hub, plus the
-//! standard health and reflection services.
+//! gRPC transport: the tutorial API and camcast.v1 as two views of the same hubs, plus the
+//! standard health and reflection services. camcast.v1 requests name their camera (empty: the
+//! default one); the tutorial API, which cannot, serves the default camera.
 //!
 //! Connections are served on h2 directly ([`server`]): the two live-frame streams by
 //! [`streaming`], paced by each viewer's HTTP/2 credits ([`credit`]) so a slow viewer skips
