@@ -610,8 +610,8 @@ async fn three_cameras_stream_at_once_and_one_unplugged_leaves_the_others_stream
     let (w, h) = (u32::from(info.width), u32::from(info.height));
     let feeder = Feeder::start(jpeg_bytes.clone(), w, h);
     let cameras = [
-        ("door", config(VIVID, 320, 240, FormatChoice::Yuyv)),
-        ("yard", config(VIVID_2, 640, 480, FormatChoice::Yuyv)),
+        ("door", config(VIVID, 640, 480, FormatChoice::Yuyv)),
+        ("yard", config(VIVID_2, 640, 480, FormatChoice::Nv12)),
         ("loop", config(LOOPBACK, w, h, FormatChoice::Mjpeg)),
     ];
     let server_config = camcast::config::Config {
@@ -639,7 +639,7 @@ async fn three_cameras_stream_at_once_and_one_unplugged_leaves_the_others_stream
         for (i, stream) in streams.iter_mut().enumerate() {
             let f = next_frame(stream).await;
             last[i] = f.seq.unwrap();
-            let size = [(320, 240), (640, 480), (w, h)][i];
+            let size = [(640, 480), (640, 480), (w, h)][i];
             assert_eq!(f.size, Some(size), "camera {i}");
         }
     }
