@@ -274,6 +274,10 @@ async fn one_camera_unplugged_while_the_others_keep_streaming() {
         v1_health(&server).await == ServingStatus::NotServing
     })
     .await;
+    // The tutorial API serves the default camera, which is fine; so is the server.
+    let tutorial = health_of(&server, camcast::grpc::TUTORIAL_SERVICE).await;
+    assert_eq!(tutorial, ServingStatus::Serving);
+    assert_eq!(health_of(&server, "").await, ServingStatus::Serving);
     // Plugged back in: its viewer gets frames again.
     plug.fail_next_starts(0);
     let frame = tokio::time::timeout(Duration::from_secs(10), viewers[1].next())
@@ -291,9 +295,13 @@ async fn one_camera_unplugged_while_the_others_keep_streaming() {
 }
 
 async fn v1_health(server: &TestServer) -> ServingStatus {
+    health_of(server, camcast::grpc::V1_SERVICE).await
+}
+
+async fn health_of(server: &TestServer, service: &str) -> ServingStatus {
     let mut health = HealthClient::new(server.channel().await);
     let request = HealthCheckRequest {
-        service: camcast::grpc::V1_SERVICE.into(),
+        service: service.into(),
     };
     let status = health.check(request).await.unwrap().into_inner().status;
     ServingStatus::try_from(status).unwrap()

@@ -105,7 +105,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let (health, health_service) = tonic_health::server::health_reporter();
-    tokio::spawn(track_health(health, status, cameras.clone()));
+    // The tutorial API serves the default camera only: its health is that camera's. camcast.v1
+    // and the server as a whole ("") follow the appliance (the worst camera).
+    let default = cameras.default_camera();
+    let hub = &default.hub;
+    tokio::spawn(track_health(
+        health.clone(),
+        &[TUTORIAL_SERVICE],
+        default.status.clone(),
+        hub.clone(),
+    ));
+    tokio::spawn(track_health(health, &["", V1_SERVICE], status, hub.clone()));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -168,22 +178,22 @@ pub async fn serve(
     }
 }
 
-/// Mirrors the appliance state (the worst of the cameras') into gRPC health: the camera
-/// services are NOT_SERVING while a camera is missing or faulty and after shutdown begins;
-/// the server as a whole ("") stays SERVING while it runs.
+/// Mirrors a state into the gRPC health of `services`: NOT_SERVING while the camera is
+/// missing or faulty and after shutdown begins (when `hub`, whose shutdown all cameras share,
+/// closes). The server as a whole ("") stays SERVING while it runs.
 async fn track_health(
     health: tonic_health::server::HealthReporter,
+    services: &'static [&'static str],
     status: StatusCell,
-    cameras: Cameras,
+    hub: crate::hub::Hub,
 ) {
-    let hub = cameras.default_camera().hub.clone();
     let mut rx = status.subscribe();
     loop {
         let serving = match rx.borrow_and_update().state {
             State::WaitingForCamera | State::Fault => ServingStatus::NotServing,
             _ => ServingStatus::Serving,
         };
-        for name in [TUTORIAL_SERVICE, V1_SERVICE] {
+        for name in services.iter().filter(|n| !n.is_empty()) {
             health.set_service_status(name, serving).await;
         }
         tokio::select! {
@@ -191,7 +201,7 @@ async fn track_health(
             _ = hub.closed() => break,
         }
     }
-    for name in ["", TUTORIAL_SERVICE, V1_SERVICE] {
+    for name in services {
         health
             .set_service_status(name, ServingStatus::NotServing)
             .await;
