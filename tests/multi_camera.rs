@@ -390,6 +390,13 @@ async fn viewers_on_every_camera_at_once_over_http() {
     let (_, body) = http_get(&server, "/info.json").await;
     let info: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(info["camera"], "door", "today's paths: the default camera");
+    // Prometheus series per camera, by name.
+    let (code, metrics) = http_get(&server, "/metrics").await;
+    assert_eq!(code, 200);
+    for name in ["door", "yard", "shed"] {
+        let captured = format!("camcast_frames_captured_total{{camera=\"{name}\"}}");
+        assert!(metrics.contains(&captured), "{captured} in:\n{metrics}");
+    }
     // The page, for each camera; without the slash, sent to it.
     let (code, page) = http_get(&server, "/cam/shed/").await;
     assert_eq!(code, 200);
