@@ -728,7 +728,7 @@ async fn captured(side: Side, server: &Running) -> anyhow::Result<(f64, String)>
     }
     let channel = client::connect(&server.grpc.to_string(), Duration::from_secs(10)).await?;
     let info = client::camera_client(channel)
-        .get_info(pb::v1::GetInfoRequest {})
+        .get_info(pb::v1::GetInfoRequest::default())
         .await?
         .into_inner();
     let captured = info.counters.map_or(0, |c| c.frames_captured);

@@ -448,7 +448,7 @@ async fn churn_viewer(
 async fn server_info(addr: &str) -> Option<camcast::pb::v1::CameraInfo> {
     let channel = Conn::open(addr, false).await.ok()?.channel;
     let info = camcast::client::camera_client(channel)
-        .get_info(camcast::pb::v1::GetInfoRequest {})
+        .get_info(camcast::pb::v1::GetInfoRequest::default())
         .await
         .ok()?;
     Some(info.into_inner())

@@ -384,21 +384,45 @@ impl FrameStream {
                 c.start_webcam_streaming(req).await?.into_inner(),
             ));
         }
-        match Self::pull(channel.clone(), name, max_fps).await {
+        Self::open_camera(channel, "", name, max_fps).await
+    }
+
+    /// Opens a camcast.v1 stream of the camera named `camera` ("": the server's default
+    /// camera): PullFrames, or StreamFrames from a server without it. A server without that
+    /// camera answers NOT_FOUND, naming the cameras it has.
+    pub async fn open_camera(
+        channel: Conn,
+        camera: &str,
+        name: &str,
+        max_fps: f32,
+    ) -> Result<FrameStream, Status> {
+        match Self::pull_camera(channel.clone(), camera, name, max_fps).await {
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 tracing::debug!("the server has no PullFrames: streaming instead");
-                Self::stream(channel, name, max_fps).await
+                Self::stream_camera(channel, camera, name, max_fps).await
             }
             pulled => pulled,
         }
     }
 
-    /// Opens camcast.v1's PullFrames; its first request asks for the first frame.
+    /// Opens camcast.v1's PullFrames of the default camera; see [`FrameStream::pull_camera`].
     pub async fn pull(channel: Conn, name: &str, max_fps: f32) -> Result<FrameStream, Status> {
+        Self::pull_camera(channel, "", name, max_fps).await
+    }
+
+    /// Opens camcast.v1's PullFrames of `camera` ("": the default); its first request asks
+    /// for the first frame.
+    pub async fn pull_camera(
+        channel: Conn,
+        camera: &str,
+        name: &str,
+        max_fps: f32,
+    ) -> Result<FrameStream, Status> {
         let (requests, queue) = tokio::sync::mpsc::channel(1);
         let first = pb::v1::PullRequest {
             viewer_name: name.into(),
             max_fps,
+            camera: camera.into(),
         };
         requests
             .try_send(first)
@@ -414,11 +438,22 @@ impl FrameStream {
         }))
     }
 
-    /// Opens camcast.v1's StreamFrames.
+    /// Opens camcast.v1's StreamFrames of the default camera.
     pub async fn stream(channel: Conn, name: &str, max_fps: f32) -> Result<FrameStream, Status> {
+        Self::stream_camera(channel, "", name, max_fps).await
+    }
+
+    /// Opens camcast.v1's StreamFrames of `camera` ("": the default).
+    pub async fn stream_camera(
+        channel: Conn,
+        camera: &str,
+        name: &str,
+        max_fps: f32,
+    ) -> Result<FrameStream, Status> {
         let req = pb::v1::StreamRequest {
             viewer_name: name.into(),
             max_fps,
+            camera: camera.into(),
         };
         let frames = camera_client(channel).stream_frames(req).await?;
         Ok(FrameStream::V1(frames.into_inner()))

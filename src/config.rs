@@ -13,6 +13,10 @@
 //! asks for its flag and its entry in deploy/camcast.toml. Older spellings of flags and keys
 //! stay accepted as aliases.
 //!
+//! Cameras: the file's `camera` key is either today's one `[camera]` table or a list of
+//! `[[camera]]` tables, each with a unique [`CameraName`] ("default" when unnamed); the camera
+//! flags set the first camera, which is the default one. [`Config::cameras`] has them in order.
+//!
 //! Value types validate themselves both as flags (`FromStr`) and as TOML values (`TryFrom`), so
 //! a bad value in the file is reported by the TOML parser with its line and column.
 
@@ -69,7 +73,11 @@ pub struct Cli {
 pub enum Command {
     /// List cameras (V4L2, and libcamera in builds with that feature) with their formats,
     /// frame sizes, frame rates and controls, then exit.
-    Devices,
+    Devices {
+        /// Print one `[[camera]]` table per camera instead, to paste into the config file.
+        #[arg(long)]
+        toml: bool,
+    },
     /// Write a self-signed TLS certificate and key (cert.pem, key.pem) for this camera, or with
     /// --client one for a viewer (mutual TLS), and print its SHA-256 fingerprint.
     GenCert {
@@ -152,9 +160,15 @@ settings! {
         #[command(flatten, next_help_heading = "Server ([server])")]
         #[serde(default)]
         pub server: ServerSection,
+        /// The camera flags. They set the default camera (the first); the file's `[camera]`
+        /// or `[[camera]]` tables arrive in `cameras`.
         #[command(flatten, next_help_heading = "Camera ([camera])")]
-        #[serde(default)]
+        #[serde(skip)]
         pub camera: CameraSection,
+        /// The file's `[camera]` table or `[[camera]]` list (one TOML key, two shapes).
+        #[arg(skip)]
+        #[serde(rename = "camera")]
+        pub cameras: Option<CameraTables>,
         #[command(flatten, next_help_heading = "HTTP ([http])")]
         #[serde(default)]
         pub http: HttpSection,
@@ -247,8 +261,13 @@ settings! {
 }
 
 settings! {
-    /// `[camera]`: what to capture, and when.
+    /// `[camera]` (one camera) or each `[[camera]]` (several): what to capture, and when.
     pub struct CameraSection {
+        /// The camera's name in URLs, API requests and the mDNS record (file only: on the
+        /// command line there is one camera). See [`CameraName`] [default: "default"].
+        #[arg(skip)]
+        pub name: Option<CameraName>,
+
         /// Frame source: `auto` (--device, else the first camera, else the test pattern),
         /// `test-pattern`, `v4l2`, `v4l2:/dev/videoN`, a device path, or `libcamera[:N]` for a
         /// Pi camera module (builds with the `libcamera` feature) [default: auto].
@@ -346,15 +365,271 @@ fn controls_table<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, i64)>,
         .collect())
 }
 
+/// The file's `camera` key: one `[camera]` table (today's files) or a `[[camera]]` list.
+#[derive(Debug, Clone)]
+pub enum CameraTables {
+    One(CameraSection),
+    Many(Vec<CameraSection>),
+}
+
+impl Merge for CameraTables {
+    /// Only the file has cameras: there is nothing below it.
+    fn over(self, _lower: Self) -> Self {
+        self
+    }
+}
+
+impl<'de> Deserialize<'de> for CameraTables {
+    /// A table or an array of tables, each read by `CameraSection`'s own deserializer (not an
+    /// untagged enum, which would hide its errors and their line numbers behind "did not
+    /// match any variant").
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct Tables;
+        impl<'de> serde::de::Visitor<'de> for Tables {
+            type Value = CameraTables;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a [camera] table or [[camera]] tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<CameraTables, A::Error> {
+                CameraSection::deserialize(MapAccessDeserializer::new(map)).map(CameraTables::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<CameraTables, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(seq)).map(CameraTables::Many)
+            }
+        }
+        d.deserialize_any(Tables)
+    }
+}
+
+/// A camera's name: 1-32 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`.
+/// It appears in URL paths (`/cam/NAME/`), in gRPC requests, in Prometheus labels and in the
+/// mDNS TXT record, so it is kept to what is safe in all of them unescaped (a DNS label's
+/// characters, lower case only so that two names never differ by case alone).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CameraName(String);
+
+impl CameraName {
+    /// The name of a camera that was given none (the only camera, as before names).
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn default_name() -> CameraName {
+        CameraName(Self::DEFAULT.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A valid name made from any label (a camera's product name), not among `taken`:
+    /// lower-cased, runs of other characters turned into one '-', cut to fit, numbered
+    /// ("-2", "-3") when taken; "camera" when nothing usable is left.
+    pub fn from_label(label: &str, taken: &[CameraName]) -> CameraName {
+        let mut base = String::new();
+        for c in label.chars().flat_map(char::to_lowercase) {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                base.push(c);
+            } else if !base.is_empty() && !base.ends_with('-') {
+                base.push('-');
+            }
+        }
+        base.truncate(24);
+        let base = base.trim_end_matches('-');
+        let base = if base.is_empty() { "camera" } else { base };
+        (1..)
+            .map(|n| match n {
+                1 => base.to_string(),
+                n => format!("{base}-{n}"),
+            })
+            .map(CameraName)
+            .find(|name| !taken.contains(name))
+            .expect("some number is free")
+    }
+}
+
+/// `camcast devices --toml`: one `[[camera]]` table per camera found, ready to paste into the
+/// config file, named from its product name and using its stable device path.
+pub fn camera_tables(found: &crate::source::listing::Cameras) -> String {
+    let quoted = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut names: Vec<CameraName> = Vec::new();
+    let mut out = String::new();
+    let mut table = |label: &str, comment: String, key: &str, value: String| {
+        let name = CameraName::from_label(label, &names);
+        out += &format!(
+            "# {comment}\n[[camera]]\nname = {}\n{key} = {}\n\n",
+            quoted(name.as_str()),
+            quoted(&value)
+        );
+        names.push(name);
+    };
+    for report in found.v4l2.iter().filter(|r| r.is_camera()) {
+        let comment = format!("{} ({}, {})", report.card, report.driver, report.bus);
+        let device = report.preferred_path().display().to_string();
+        table(&report.card, comment, "device", device);
+    }
+    #[cfg(feature = "libcamera")]
+    for camera in found.libcamera.iter().flatten() {
+        let source = format!("libcamera:{}", camera.index);
+        table(&camera.model, camera.id.clone(), "source", source);
+    }
+    if out.is_empty() {
+        out = "# no cameras found: with none configured, camcast serves its test pattern\n".into();
+    }
+    out
+}
+
+impl FromStr for CameraName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        if (1..=32).contains(&s.len())
+            && s.chars().all(allowed)
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+        {
+            Ok(CameraName(s.into()))
+        } else {
+            Err(format!(
+                "camera name {s:?} must be 1-32 characters of a-z, 0-9 and '-' (not first or \
+                 last), e.g. \"door\" or \"printer-2\""
+            ))
+        }
+    }
+}
+
+impl TryFrom<String> for CameraName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for CameraName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One camera, validated: its name, what to capture, and its own capture timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraConfig {
+    pub name: CameraName,
+    pub source: SourceSpec,
+    /// What to capture: size, rate, quality, device, format, controls.
+    pub request: CameraRequest,
+    /// This camera's linger and always-on, when its table sets them; otherwise `Config::hub`'s.
+    pub linger: Option<Duration>,
+    pub always_on: Option<bool>,
+}
+
+impl CameraConfig {
+    /// A camera with every capture setting at its default.
+    pub fn named(name: CameraName) -> CameraConfig {
+        let c = camera_config(CameraSection::default()).expect("the defaults are valid");
+        CameraConfig { name, ..c }
+    }
+
+    /// This camera's hub settings: the shared caps, with its own linger and always-on.
+    pub fn hub(&self, shared: &HubConfig) -> HubConfig {
+        HubConfig {
+            linger: self.linger.unwrap_or(shared.linger),
+            always_on: self.always_on.unwrap_or(shared.always_on),
+            ..shared.clone()
+        }
+    }
+}
+
+/// The cameras, and the default camera's linger and always-on (which go to `Config::hub`, so
+/// that a one-camera config reads as it always has).
+struct Cameras {
+    list: Vec<CameraConfig>,
+    default_linger: Option<Duration>,
+    default_always_on: Option<bool>,
+}
+
+/// The camera flags over the file's first camera; every table validated; names unique.
+fn camera_configs(flags: CameraSection, file: Option<CameraTables>) -> Result<Cameras, String> {
+    let mut tables = match file {
+        None => vec![CameraSection::default()],
+        Some(CameraTables::One(table)) => vec![table],
+        Some(CameraTables::Many(tables)) => tables,
+    };
+    let Some(first) = tables.first_mut() else {
+        return Err("the config file's camera list is empty".into());
+    };
+    *first = flags.over(std::mem::take(first));
+    let (default_linger, default_always_on) = (first.linger_secs.map(|s| s.0), first.always_on);
+    first.linger_secs = None;
+    first.always_on = None;
+    let mut list: Vec<CameraConfig> = Vec::with_capacity(tables.len());
+    for (i, table) in tables.into_iter().enumerate() {
+        let camera = camera_config(table)?;
+        if list.iter().any(|c| c.name == camera.name) {
+            let hint = if camera.name.as_str() == CameraName::DEFAULT {
+                " (a camera without a name is called \"default\": give each [[camera]] a name)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "camera {} ([[camera]] number {}) has the same name as an earlier one; \
+                 names must be unique{hint}",
+                camera.name,
+                i + 1
+            ));
+        }
+        list.push(camera);
+    }
+    Ok(Cameras {
+        list,
+        default_linger,
+        default_always_on,
+    })
+}
+
+/// One camera table (already merged with any flags) with its defaults.
+fn camera_config(c: CameraSection) -> Result<CameraConfig, String> {
+    let size = c.size.unwrap_or(Size {
+        width: 640,
+        height: 480,
+    });
+    Ok(CameraConfig {
+        name: c.name.unwrap_or_else(CameraName::default_name),
+        source: c.source.unwrap_or(SourceSpec::Auto),
+        request: CameraRequest {
+            capture: CaptureSettings {
+                width: size.width,
+                height: size.height,
+                fps: c.fps.map_or(30.0, |f| f.0),
+                quality: c.quality.map_or(80, |q| q.0),
+            },
+            device: c.device,
+            format: c.format.unwrap_or(FormatChoice::Auto),
+            controls: c.controls,
+            chaos: c.chaos.unwrap_or_default(),
+        },
+        linger: c.linger_secs.map(|s| s.0),
+        always_on: c.always_on,
+    })
+}
+
 /// The validated, merged configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     /// Where to serve HTTP (page, MJPEG, snapshot, health); `None` = no HTTP.
     pub http: Option<SocketAddr>,
-    pub source: SourceSpec,
-    /// What to capture: size, rate, quality, device, format, controls.
-    pub camera: CameraRequest,
+    /// The cameras, at least one, names unique; the first is the default camera (the one
+    /// the tutorial API, today's HTTP paths and an empty `camera` field serve).
+    pub cameras: Vec<CameraConfig>,
+    /// The viewer caps (shared by every camera) and, for cameras that set none of their
+    /// own, the linger and always-on: the default camera's.
     pub hub: HubConfig,
     pub max_name_len: usize,
     pub keepalive_interval: Duration,
@@ -380,6 +655,13 @@ pub struct Config {
     /// At shutdown, how long each port's connections get to finish (well inside the process's
     /// 10 s grace).
     pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// The default camera: the first.
+    pub fn default_camera(&self) -> &CameraConfig {
+        &self.cameras[0]
+    }
 }
 
 impl Default for Config {
@@ -424,17 +706,15 @@ impl Config {
         let tls_flags = flags.tls.cert.is_some().then(|| flags.tls.clone());
         let Settings {
             server: s,
-            camera: c,
+            camera: camera_flags,
+            cameras,
             http,
             tls,
             auth,
         } = flags.over(file);
+        let cameras = camera_configs(camera_flags, cameras)?;
         let tls = tls_files(tls_flags.unwrap_or(tls))?;
         let (conn, hub) = (ConnLimits::default(), HubConfig::default());
-        let size = c.size.unwrap_or(Size {
-            width: 640,
-            height: 480,
-        });
         let keepalive_interval = s.keepalive_secs.map_or(Duration::from_secs(10), |s| s.0);
         let conns_per_address = s
             .max_connections_per_address
@@ -455,26 +735,14 @@ impl Config {
         Ok(Config {
             listen: s.listen.unwrap_or((Ipv6Addr::UNSPECIFIED, 1234).into()),
             http: http.listen,
-            source: c.source.unwrap_or(SourceSpec::Auto),
-            camera: CameraRequest {
-                capture: CaptureSettings {
-                    width: size.width,
-                    height: size.height,
-                    fps: c.fps.map_or(30.0, |f| f.0),
-                    quality: c.quality.map_or(80, |q| q.0),
-                },
-                device: c.device,
-                format: c.format.unwrap_or(FormatChoice::Auto),
-                controls: c.controls,
-                chaos: c.chaos.unwrap_or_default(),
-            },
             hub: HubConfig {
                 max_viewers: s.max_viewers.map_or(hub.max_viewers, |n| n.0),
                 max_viewers_per_address: viewers_per_address,
-                linger: c.linger_secs.map_or(hub.linger, |s| s.0),
-                always_on: c.always_on.unwrap_or(false),
+                linger: cameras.default_linger.unwrap_or(hub.linger),
+                always_on: cameras.default_always_on.unwrap_or(false),
                 ..hub
             },
+            cameras: cameras.list,
             max_name_len: s.max_name_len.map_or(64, |n| n.0),
             keepalive_interval,
             keepalive_timeout: s
@@ -644,9 +912,9 @@ mod tests {
         assert_eq!(c.listen, "[::]:1234".parse().unwrap());
         assert_eq!(
             (
-                c.camera.capture.width,
-                c.camera.capture.height,
-                c.camera.capture.fps
+                c.default_camera().request.capture.width,
+                c.default_camera().request.capture.height,
+                c.default_camera().request.capture.fps
             ),
             (640, 480, 30.0)
         );
@@ -666,7 +934,7 @@ mod tests {
         .unwrap();
         let cli = Cli::parse_from(["camcast", "--config", path.to_str().unwrap(), "--fps", "10"]);
         let c = Config::load(&cli).unwrap();
-        let p = c.camera.capture;
+        let p = c.default_camera().request.capture;
         assert_eq!(p.fps, 10.0, "flag wins");
         assert_eq!(c.hub.max_viewers, 5, "file wins over default");
         assert_eq!((p.width, p.height), (320, 240));
@@ -701,15 +969,181 @@ mod tests {
             "brightness=99",
         ]);
         let c = Config::load(&cli).unwrap();
-        assert_eq!(c.camera.device, Some(PathBuf::from("/dev/video2")));
-        assert_eq!(c.camera.format, FormatChoice::Yuyv);
+        let camera = &c.default_camera().request;
+        assert_eq!(camera.device, Some(PathBuf::from("/dev/video2")));
+        assert_eq!(camera.format, FormatChoice::Yuyv);
         assert_eq!(
-            c.camera.controls,
+            camera.controls,
             vec![
                 ("Power Line Frequency".to_string(), 1),
                 ("brightness".to_string(), 99)
             ]
         );
+    }
+
+    #[test]
+    fn a_file_without_camera_lists_has_one_default_camera() {
+        let c = Config::from_toml("[camera]\nfps = 15\n").unwrap();
+        assert_eq!(c.cameras.len(), 1);
+        assert_eq!(c.default_camera().name.as_str(), "default");
+        assert_eq!(c.default_camera().request.capture.fps, 15.0);
+        let named = Config::from_toml("[camera]\nname = \"door\"\n").unwrap();
+        assert_eq!(named.default_camera().name.as_str(), "door");
+    }
+
+    #[test]
+    fn camera_lists_give_each_camera_its_own_settings() {
+        let c = Config::from_toml(
+            "[[camera]]\nname = \"door\"\ndevice = \"/dev/video0\"\nlinger_secs = 7\n\
+             [[camera]]\nname = \"printer-2\"\nsource = \"test-pattern\"\nsize = \"320x240\"\n\
+             always_on = true\n[camera.controls]\nBrightness = 3\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = c.cameras.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["door", "printer-2"]);
+        let (door, printer) = (&c.cameras[0], &c.cameras[1]);
+        assert_eq!(door.request.device, Some(PathBuf::from("/dev/video0")));
+        assert_eq!(door.hub(&c.hub).linger, Duration::from_secs(7));
+        assert_eq!(c.hub.linger, Duration::from_secs(7), "the default camera's");
+        assert_eq!(printer.source, SourceSpec::TestPattern);
+        assert_eq!(printer.request.capture.width, 320);
+        assert_eq!(printer.request.controls, vec![("Brightness".into(), 3)]);
+        assert!(printer.hub(&c.hub).always_on && !door.hub(&c.hub).always_on);
+        assert_eq!(door.request.capture.width, 640, "not the other camera's");
+    }
+
+    #[test]
+    fn camera_flags_set_the_first_camera_of_a_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("camcast.toml");
+        std::fs::write(
+            &path,
+            "[[camera]]\nname = \"a\"\nfps = 5\n[[camera]]\nname = \"b\"\nfps = 6\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from(["camcast", "--config", path.to_str().unwrap(), "--fps", "10"]);
+        let c = Config::load(&cli).unwrap();
+        let fps: Vec<f64> = c.cameras.iter().map(|c| c.request.capture.fps).collect();
+        assert_eq!(fps, [10.0, 6.0]);
+    }
+
+    #[test]
+    fn duplicate_and_invalid_camera_names_are_clear_errors() {
+        let err =
+            Config::from_toml("[[camera]]\nname = \"a\"\n[[camera]]\nname = \"a\"\n").unwrap_err();
+        assert!(err.contains("camera a ([[camera]] number 2)"), "{err}");
+        assert!(err.contains("unique"), "{err}");
+        let err = Config::from_toml("[[camera]]\nfps = 5\n[[camera]]\nfps = 6\n").unwrap_err();
+        assert!(err.contains("give each [[camera]] a name"), "{err}");
+        for bad in [
+            "Door",
+            "front door",
+            "-a",
+            "a-",
+            "",
+            "caf\u{e9}",
+            "a/b",
+            &"x".repeat(33),
+        ] {
+            let err = Config::from_toml(&format!("[[camera]]\nname = {bad:?}\n")).unwrap_err();
+            assert!(err.contains("a-z, 0-9 and '-'"), "{bad:?}: {err}");
+            assert!(err.contains("line 2"), "{bad:?}: {err}");
+        }
+        assert!("printer-2".parse::<CameraName>().is_ok());
+        assert!("x".repeat(32).parse::<CameraName>().is_ok());
+    }
+
+    #[test]
+    fn names_made_from_labels_are_valid_and_distinct() {
+        let mut taken = Vec::new();
+        for (label, expected) in [
+            ("HD Pro Webcam C920", "hd-pro-webcam-c920"),
+            ("HD Pro Webcam C920", "hd-pro-webcam-c920-2"),
+            ("vivid: Vivid-000 ", "vivid-vivid-000"),
+            ("Caméra ÜSB", "cam-ra-sb"),
+            ("", "camera"),
+            ("---", "camera-2"),
+            (&"x".repeat(100), &"x".repeat(24)),
+        ] {
+            let name = CameraName::from_label(label, &taken);
+            assert_eq!(name.as_str(), expected);
+            assert_eq!(name.as_str().parse::<CameraName>().unwrap(), name);
+            taken.push(name);
+        }
+    }
+
+    /// What `camcast devices --toml` prints parses as the cameras of a config file.
+    #[test]
+    fn devices_toml_pastes_as_camera_tables() {
+        use crate::source::v4l2::devices::list_devices_in;
+        let none = crate::source::listing::Cameras {
+            v4l2: list_devices_in(Path::new("/nonexistent"), Path::new("/nonexistent")),
+            #[cfg(feature = "libcamera")]
+            libcamera: Ok(Vec::new()),
+        };
+        let text = camera_tables(&none);
+        assert!(text.starts_with("# no cameras found"), "{text}");
+        assert_eq!(Config::from_toml(&text).unwrap().cameras.len(), 1);
+
+        let webcam = |path: &str, link: Option<&str>, fourcc: &[u8; 4]| {
+            crate::source::v4l2::devices::DeviceReport {
+                path: path.into(),
+                stable_path: link.map(PathBuf::from),
+                kind: Some(crate::source::v4l2::hw::NodeKind::Capture),
+                driver: "uvcvideo".into(),
+                card: "HD Pro Webcam C920".into(),
+                bus: "usb-1".into(),
+                formats: vec![crate::source::v4l2::negotiate::AdvertisedFormat {
+                    fourcc: *fourcc,
+                    description: String::new(),
+                    sizes: Vec::new(),
+                    range: None,
+                }],
+                controls: Vec::new(),
+                problems: Vec::new(),
+            }
+        };
+        let found = crate::source::listing::Cameras {
+            v4l2: vec![
+                webcam(
+                    "/dev/video0",
+                    Some("/dev/v4l/by-id/usb-\"odd\"-index0"),
+                    b"MJPG",
+                ),
+                webcam("/dev/video1", None, b"H264"), // no format camcast takes: left out
+                webcam("/dev/video2", None, b"YUYV"),
+            ],
+            #[cfg(feature = "libcamera")]
+            libcamera: Ok(Vec::new()),
+        };
+        let text = camera_tables(&found);
+        let c = Config::from_toml(&text).unwrap();
+        let cameras: Vec<(&str, Option<&Path>)> = c
+            .cameras
+            .iter()
+            .map(|c| (c.name.as_str(), c.request.device.as_deref()))
+            .collect();
+        assert_eq!(
+            cameras,
+            [
+                (
+                    "hd-pro-webcam-c920",
+                    Some(Path::new("/dev/v4l/by-id/usb-\"odd\"-index0"))
+                ),
+                ("hd-pro-webcam-c920-2", Some(Path::new("/dev/video2"))),
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn mixing_a_camera_table_with_camera_lists_is_an_error() {
+        let err = Config::from_toml("[camera]\nfps = 5\n[[camera]]\nname = \"b\"\n").unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        let err = Config::from_toml("[[camera]]\nname = \"b\"\nframerate = 5\n").unwrap_err();
+        assert!(err.contains("line 3") && err.contains("framerate"), "{err}");
+        let err = Config::from_toml("camera = 3\n").unwrap_err();
+        assert!(err.contains("[[camera]]"), "{err}");
     }
 
     #[test]
@@ -805,6 +1239,30 @@ mod tests {
         assert!(secured.token_file.is_some());
     }
 
+    /// The commented-out `[[camera]]` example in deploy/camcast.toml, uncommented in place of
+    /// the `[camera]` table, parses to two named cameras.
+    #[test]
+    fn shipped_multi_camera_example_parses() {
+        let text = include_str!("../deploy/camcast.toml");
+        let example = text
+            .split_once("Replace the [camera] table above with, for example:\n")
+            .expect("the example is there")
+            .1;
+        let uncommented: String = example
+            .lines()
+            .map(|l| {
+                format!(
+                    "{}\n",
+                    l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#'))
+                )
+            })
+            .collect();
+        let c = Config::from_toml(&uncommented).unwrap();
+        let names: Vec<&str> = c.cameras.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["door", "driveway"]);
+        assert_eq!(c.cameras[1].request.capture.fps, 15.0);
+    }
+
     /// Each table's keys, and the prefix its flags carry.
     const TABLES: [(&str, &[&str], &str); 5] = [
         ("server", ServerSection::KEYS, ""),
@@ -819,7 +1277,8 @@ mod tests {
     #[test]
     fn every_key_has_its_flag_and_every_flag_its_key() {
         use clap::CommandFactory;
-        let tables: Vec<&str> = TABLES.iter().map(|t| t.0).collect();
+        let mut tables: Vec<&str> = TABLES.iter().map(|t| t.0).collect();
+        tables.insert(2, "cameras"); // the file's [camera]/[[camera]], no flags of its own
         assert_eq!(tables, Settings::KEYS, "a table is missing from TABLES");
         let mut cli = Cli::command();
         cli.build();
@@ -827,7 +1286,8 @@ mod tests {
             cli.get_arguments().filter_map(|a| a.get_long()).collect();
         let mut matched = std::collections::BTreeSet::new();
         for (table, keys, prefix) in TABLES {
-            for key in keys {
+            // A camera's name is file-only: on the command line there is one camera.
+            for key in keys.iter().filter(|k| (table, **k) != ("camera", "name")) {
                 let flag = format!("{prefix}{}", key.replace('_', "-"));
                 let found = [flag.clone(), format!("no-{flag}")]
                     .into_iter()

@@ -9,6 +9,7 @@
 //!   that demand, so the timing logic runs on tokio's clock and is testable with paused time.
 //! - Dropping a [`Subscription`] releases the viewer at once: registry entry, count, receiver.
 
+pub mod seats;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use crate::admission::PeerGroup;
 use crate::frame::{looks_like_jpeg, Frame};
 use crate::source::{FrameSource, Mode, SourceError};
 use crate::status::{State, Status, StatusCell};
+pub use seats::{Seat, Seats};
 pub use stats::{CameraStats, DropReason, ViewerRefusal};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -227,8 +229,6 @@ struct Counters {
 
 struct ViewerEntry {
     info: ViewerInfo,
-    /// Whose per-address share it takes (`None`: no address known).
-    group: Option<PeerGroup>,
     connected_at: Instant,
     sent: AtomicU64,
     skipped: AtomicU64,
@@ -278,6 +278,8 @@ impl Demand {
 
 struct Shared {
     cfg: HubConfig,
+    /// The viewer caps, shared with the server's other cameras.
+    seats: Seats,
     source_name: String,
     source_reason: String,
     frames: watch::Sender<Option<Frame>>,
@@ -303,15 +305,29 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the capture thread (idle until there is demand) and the demand supervisor.
-    /// Must be called within a tokio runtime.
+    /// A hub with seats of its own (the server's only camera; tests). See [`Hub::with_seats`].
     pub fn new(
         source: Box<dyn FrameSource>,
         source_reason: impl Into<String>,
         cfg: HubConfig,
         status: StatusCell,
     ) -> Hub {
+        let seats = Seats::new(&cfg);
+        Hub::with_seats(source, source_reason, cfg, status, seats)
+    }
+
+    /// Starts the capture thread (idle until there is demand) and the demand supervisor.
+    /// Viewers take their seats from `seats`, which the server's cameras share (the caps in
+    /// `cfg` are those of `seats`). Must be called within a tokio runtime.
+    pub fn with_seats(
+        source: Box<dyn FrameSource>,
+        source_reason: impl Into<String>,
+        cfg: HubConfig,
+        status: StatusCell,
+        seats: Seats,
+    ) -> Hub {
         let shared = Arc::new(Shared {
+            seats,
             source_name: source.name(),
             source_reason: source_reason.into(),
             frames: watch::channel(None).0,
@@ -481,6 +497,8 @@ struct Registration {
     hub: Hub,
     id: u64,
     entry: Arc<ViewerEntry>,
+    /// Given back when the registration is dropped, after the registry entry is removed.
+    _seat: Seat,
 }
 
 impl Registration {
@@ -489,37 +507,18 @@ impl Registration {
         if s.closed.is_cancelled() {
             return Err(HubError::ShuttingDown);
         }
-        // Before the lock: it may read the machine's interface addresses.
+        // It may read the machine's interface addresses: done before any lock.
         let group = info.addr.map(|a| PeerGroup::of_peer(a.ip()));
-        let mut viewers = s.viewers.lock().unwrap();
-        let refusal = if viewers.len() >= s.cfg.max_viewers {
-            Some((
-                ViewerRefusal::ViewerCap,
-                HubError::Full {
-                    max: s.cfg.max_viewers,
-                },
-            ))
-        } else {
-            let max = s.cfg.max_viewers_per_address;
-            group
-                .filter(|g| viewers.values().filter(|v| v.group == Some(*g)).count() >= max)
-                .map(|peer| {
-                    (
-                        ViewerRefusal::PerAddressCap,
-                        HubError::AddressFull { max, peer },
-                    )
-                })
-        };
-        if let Some((why, e)) = refusal {
+        let seat = s.seats.take(group).map_err(|(why, e)| {
             s.stats.viewer_refused(why);
             tracing::warn!(viewer = %info.name, addr = %info.addr_text(), api = info.api.as_str(),
                 "viewer rejected: {e}");
-            return Err(e);
-        }
+            e
+        })?;
+        let mut viewers = s.viewers.lock().unwrap();
         let id = s.next_viewer_id.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(ViewerEntry {
             info,
-            group,
             connected_at: Instant::now(),
             sent: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
@@ -532,6 +531,7 @@ impl Registration {
             hub: hub.clone(),
             id,
             entry,
+            _seat: seat,
         };
         s.viewer_count.send_replace(watching);
         s.counters.viewers_total.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 //! - [`source`]: where frames come from (V4L2, libcamera, the test pattern; fakes for tests), the
 //!   one YUV→JPEG encoder and capture clock they share, and what `camcast devices` lists.
 //! - [`hub`]: one capture loop per camera, newest-frame fan-out, viewer registry and limits.
+//! - [`cameras`]: the server's cameras by name, one hub each, and their worst state.
 //! - [`status`]: the appliance state (starting, waiting, ready, streaming, fault).
 //! - [`led`]: the status LED (GPIO, sysfs LED class, none) blinking the appliance state.
 //! - [`metrics`]: per-camera and server counters, and `/metrics` for Prometheus.
@@ -33,6 +34,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod cameras;
 pub mod client;
 pub mod config;
 pub mod discovery;

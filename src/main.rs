@@ -69,7 +69,13 @@ async fn serve(config: Config) -> ExitCode {
 /// The one-shot subcommands: print or write something, then exit.
 fn run_command(command: &Command) -> ExitCode {
     match command {
-        Command::Devices => print!("{}", camcast::source::listing::list()),
+        Command::Devices { toml: false } => print!("{}", camcast::source::listing::list()),
+        Command::Devices { toml: true } => {
+            print!(
+                "{}",
+                camcast::config::camera_tables(&camcast::source::listing::list())
+            )
+        }
         Command::GenToken => println!("{}", camcast::auth::generate_token()),
         Command::GenCert {
             dir,

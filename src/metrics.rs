@@ -31,7 +31,7 @@ use crate::hub::{Api, Hub};
 use crate::status::State;
 
 /// The `camera` label of the single camera a server has today (no `[[camera]]` name).
-pub const DEFAULT_CAMERA: &str = "default";
+pub const DEFAULT_CAMERA: &str = crate::config::CameraName::DEFAULT;
 
 /// The `Content-Type` of `/metrics`: Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;

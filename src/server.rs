@@ -1,13 +1,14 @@
-//! The server, wired in one place: one hub, the gRPC port and the optional HTTP port under one
-//! shared [`Protection`], and around them the status LED, systemd notifications and the mDNS
-//! advertisement, all tied to one cancellation token that says "shutdown has begun".
+//! The server, wired in one place: its cameras (one hub each, see [`Cameras`]), the gRPC port
+//! and the optional HTTP port under one shared [`Protection`], and around them the status LED,
+//! systemd notifications and the mDNS advertisement, all tied to one cancellation token that
+//! says "shutdown has begun".
 //!
 //! The `camcast` binary calls [`run`]; the integration tests call the same [`Server::run`]
-//! (through [`Server::new`], to choose their own source and watch the hub). The caller binds
+//! (through [`Server::new`], to choose their own sources and watch the hubs). The caller binds
 //! the ports, so tests can use port 0, and owns the token. Cancelling it shuts every part down
-//! at once: the mDNS advertisement is withdrawn, the hub ends every viewer stream and stops
-//! capture (once, for every transport), the transports stop accepting and drain (each for at
-//! most its drain time), systemd hears STOPPING=1, the LED is switched off.
+//! at once: the mDNS advertisement is withdrawn, every camera's hub ends its viewer streams and
+//! stops capture (once, for every transport), the transports stop accepting and drain (each for
+//! at most its drain time), systemd hears STOPPING=1, the LED is switched off.
 //!
 //! A transport that stops by itself (a TLS setting its server rejects, a panic) cancels the
 //! token too: everything else stops and `run` returns an error naming that transport, so the
@@ -23,11 +24,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cameras::{Camera, Cameras};
 use crate::config::Config;
 use crate::discovery::{self, Advertisement};
 use crate::grpc::{self, GrpcSettings};
 use crate::http::{self, HttpSettings};
-use crate::hub::Hub;
+use crate::hub::{Hub, Seats};
 use crate::led;
 use crate::metrics::{self, Metrics};
 use crate::protection::{Protection, ProtectionError};
@@ -132,55 +134,70 @@ pub async fn run(
         .await
 }
 
-/// A server built but not yet serving: its hub exists (idle until the first viewer) and its
+/// A server built but not yet serving: its hubs exist (idle until their first viewer) and its
 /// protections are loaded.
 pub struct Server {
     config: Config,
     protection: Protection,
-    status: StatusCell,
-    hub: Hub,
-    source_name: String,
+    cameras: Cameras,
 }
 
 impl Server {
-    /// The server `config` describes: TLS identity and tokens loaded, source chosen, hub built.
-    /// Must be called within a tokio runtime.
+    /// The server `config` describes: TLS identity and tokens loaded, each camera's source
+    /// chosen, hubs built. Must be called within a tokio runtime.
     pub fn from_config(config: Config) -> Result<Server, ServerError> {
         let protection = Protection::load(&config)?;
-        let selected =
-            source::select(&config.source, &config.camera).map_err(ServerError::Source)?;
-        tracing::info!(source = %selected.source.name(), reason = %selected.reason, "frame source chosen");
-        Ok(Server::new(config, protection, selected))
+        let mut sources = Vec::with_capacity(config.cameras.len());
+        for camera in &config.cameras {
+            let selected = source::select(&camera.source, &camera.request)
+                .map_err(|e| ServerError::Source(format!("camera {}: {e}", camera.name)))?;
+            tracing::info!(camera = %camera.name, source = %selected.source.name(),
+                reason = %selected.reason, "frame source chosen");
+            sources.push(selected);
+        }
+        Ok(Server::new(config, protection, sources))
     }
 
-    /// A server with the protections and source given (tests; fault injection). Must be called
-    /// within a tokio runtime.
-    pub fn new(config: Config, protection: Protection, selected: Selected) -> Server {
-        let status = StatusCell::new();
-        let source_name = selected.source.name();
-        let hub = Hub::new(
-            selected.source,
-            selected.reason,
-            config.hub.clone(),
-            status.clone(),
+    /// A server with the protections and sources given, one per camera of `config` in its
+    /// order (tests; fault injection). Must be called within a tokio runtime.
+    pub fn new(config: Config, protection: Protection, sources: Vec<Selected>) -> Server {
+        assert_eq!(
+            sources.len(),
+            config.cameras.len(),
+            "one source per configured camera"
         );
+        // One set of seats: the viewer caps count across every camera.
+        let seats = Seats::new(&config.hub);
+        let cameras = config
+            .cameras
+            .iter()
+            .zip(sources)
+            .map(|(camera, selected)| {
+                let status = StatusCell::new();
+                let hub = Hub::with_seats(
+                    selected.source,
+                    selected.reason,
+                    camera.hub(&config.hub),
+                    status.clone(),
+                    seats.clone(),
+                );
+                Camera {
+                    name: camera.name.clone(),
+                    hub,
+                    status,
+                }
+            })
+            .collect();
         Server {
             config,
             protection,
-            status,
-            hub,
-            source_name,
+            cameras: Cameras::new(cameras),
         }
     }
 
-    /// The hub every transport serves.
-    pub fn hub(&self) -> &Hub {
-        &self.hub
-    }
-
-    /// The appliance state the LED, health and systemd follow.
-    pub fn status(&self) -> &StatusCell {
-        &self.status
+    /// Every camera, the default first.
+    pub fn cameras(&self) -> &Cameras {
+        &self.cameras
     }
 
     /// Serves until `shutdown_begun` is cancelled or a transport stops; see [`run`].
@@ -192,13 +209,13 @@ impl Server {
         let Server {
             config,
             protection,
-            status,
-            hub,
-            source_name,
+            cameras,
         } = self;
         let addrs = listeners.local_addrs()?;
-        log_serving(addrs.grpc, &config, &protection);
+        log_serving(addrs.grpc, &config, &protection, &cameras);
 
+        // The appliance's one state: the worst of the cameras' (LED, systemd, gRPC health).
+        let (status, status_task) = cameras.overall_status(shutdown_begun.clone());
         // The LED follows the status from the start; on the way out it is switched off and a
         // sysfs LED gets its kernel trigger back.
         let led_task = led::spawn_led(&config.led, &status, shutdown_begun.clone());
@@ -207,24 +224,23 @@ impl Server {
         let sd_task = systemd::spawn(&status, shutdown_begun.clone(), addrs.grpc);
         // mDNS/DNS-SD: announced now that the ports are known, withdrawn once shutdown begins.
         let mdns_task = config.mdns.then(|| {
-            let ad = advertisement(&config, &protection, &source_name, addrs);
+            let ad = advertisement(&config, &protection, &cameras, addrs);
             discovery::spawn(ad, shutdown_begun.clone())
         });
-        // The hub is shut down here, once, for every transport: it ends each viewer's stream
-        // (with an OK status on gRPC, a final boundary on MJPEG) and stops capture.
+        // The hubs are shut down here, once, for every transport: each ends its viewers'
+        // streams (with an OK status on gRPC, a final boundary on MJPEG) and stops capture.
         let hub_task = tokio::spawn({
-            let (hub, shutdown_begun) = (hub.clone(), shutdown_begun.clone());
+            let (cameras, shutdown_begun) = (cameras.clone(), shutdown_begun.clone());
             async move {
                 shutdown_begun.cancelled().await;
                 tracing::info!("shutting down: ending viewer streams");
-                hub.shutdown().await;
+                cameras.shutdown().await;
             }
         });
-
         let mut transports = Parts::new(shutdown_begun.clone());
         let grpc = grpc::serve(
             listeners.grpc,
-            hub.clone(),
+            cameras.clone(),
             status,
             GrpcSettings::new(&config),
             protection.clone(),
@@ -235,14 +251,17 @@ impl Server {
             Ok(())
         });
         if let Some(listener) = listeners.http {
-            let cameras = vec![metrics::Camera {
-                name: metrics::DEFAULT_CAMERA.into(),
-                hub: hub.clone(),
-            }];
-            let metrics = Metrics::new(cameras, protection.admission.refusals().clone());
+            let metrics = cameras
+                .iter()
+                .map(|c| metrics::Camera {
+                    name: c.name.to_string(),
+                    hub: c.hub.clone(),
+                })
+                .collect();
+            let metrics = Metrics::new(metrics, protection.admission.refusals().clone());
             let http = http::serve(
                 listener,
-                hub,
+                cameras.clone(),
                 HttpSettings::new(&config),
                 protection,
                 Arc::new(metrics),
@@ -256,6 +275,9 @@ impl Server {
         let outcome = transports.wait().await;
 
         let _ = hub_task.await;
+        if let Some(task) = status_task {
+            let _ = task.await;
+        }
         let _ = led_task.await;
         let _ = sd_task.await;
         if let Some(task) = mdns_task {
@@ -324,19 +346,22 @@ impl Parts {
 fn advertisement(
     config: &Config,
     protection: &Protection,
-    source_name: &str,
+    cameras: &Cameras,
     addrs: BoundAddrs,
 ) -> Advertisement {
-    let mut ad = Advertisement::new(addrs.grpc, source_name, &config.camera);
+    let default = cameras.default_camera();
+    let request = &config.default_camera().request;
+    let mut ad = Advertisement::new(addrs.grpc, &default.hub.report().source, request);
     ad.tls = Some(protection.tls.is_some());
     ad.auth = protection.tokens.as_ref().map(|_| "token".to_string());
     ad.http_port = addrs.http.map(|a| a.port());
     ad.tutorial_api = config.tutorial_api;
+    ad.cameras = cameras.names().into_iter().map(String::from).collect();
     ad
 }
 
 /// One line saying what is served and how it is protected.
-fn log_serving(addr: SocketAddr, config: &Config, protection: &Protection) {
+fn log_serving(addr: SocketAddr, config: &Config, protection: &Protection, cameras: &Cameras) {
     let apis = if config.tutorial_api {
         "the tutorial API (WebcamStreaming), camcast.v1.Camera, health, reflection"
     } else {
@@ -352,7 +377,8 @@ fn log_serving(addr: SocketAddr, config: &Config, protection: &Protection) {
         None => "off",
     };
     let max_conns_per_addr = protection.admission.limits().per_address;
-    tracing::info!(%addr, tls, tokens, max_conns_per_addr, "serving gRPC: {apis}");
+    let cameras = cameras.names().join(", ");
+    tracing::info!(%addr, tls, tokens, max_conns_per_addr, %cameras, "serving gRPC: {apis}");
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ fn browse_until_gone(pick: impl Fn(&Found) -> bool) {
 }
 
 fn advertisement(listen: SocketAddr, camera: &str) -> Advertisement {
-    let mut ad = Advertisement::new(listen, camera, &Config::default().camera);
+    let mut ad = Advertisement::new(listen, camera, &Config::default().default_camera().request);
     (ad.width, ad.height, ad.fps) = (320, 240, 12.5);
     (ad.tls, ad.http_port) = (Some(false), Some(8080));
     ad

@@ -39,6 +39,7 @@ async fn v1_frames_carry_sequence_time_size_and_origin() {
         .stream_frames(pb::v1::StreamRequest {
             viewer_name: "meta".into(),
             max_fps: 0.0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -134,7 +135,7 @@ async fn slow_viewer_neither_slows_others_nor_queues_on_the_server() {
     );
 
     let info = client::camera_client(server.channel().await)
-        .get_info(pb::v1::GetInfoRequest {})
+        .get_info(pb::v1::GetInfoRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -326,6 +327,7 @@ async fn pull_requests_are_checked_like_every_request() {
         let r = pb::v1::PullRequest {
             viewer_name: name.into(),
             max_fps,
+            ..Default::default()
         };
         Bytes::from(r.encode_to_vec())
     };
@@ -411,6 +413,7 @@ async fn malformed_and_oversized_requests_get_clear_errors_and_harm_nothing() {
             .stream_frames(pb::v1::StreamRequest {
                 viewer_name: "x".into(),
                 max_fps,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -451,6 +454,7 @@ async fn snapshot_and_info_describe_the_camera_and_its_viewers() {
     let snap = camera
         .snapshot(pb::v1::SnapshotRequest {
             viewer_name: "snap".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -462,7 +466,7 @@ async fn snapshot_and_info_describe_the_camera_and_its_viewers() {
         .unwrap();
     watcher.next().await.unwrap().unwrap();
     let info = camera
-        .get_info(pb::v1::GetInfoRequest {})
+        .get_info(pb::v1::GetInfoRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -96,6 +96,7 @@ async fn open_core(server: &TestServer, path: &str, name: &str) -> CoreStream {
         pb::v1::StreamRequest {
             viewer_name: name.into(),
             max_fps: 0.0,
+            ..Default::default()
         }
         .encode_to_vec()
     } else {
@@ -235,6 +236,7 @@ async fn a_viewer_that_floods_requests_gets_no_queue() {
     let first = pb::v1::PullRequest {
         viewer_name: "flood".into(),
         max_fps: 0.0,
+        ..Default::default()
     };
     requests.send(first).await.unwrap();
     for _ in 0..99 {

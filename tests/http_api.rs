@@ -395,7 +395,7 @@ async fn http_viewers_share_the_hubs_frames_and_show_in_get_info() {
     }
 
     let info = client::camera_client(server.channel().await)
-        .get_info(pb::v1::GetInfoRequest {})
+        .get_info(pb::v1::GetInfoRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -157,6 +157,7 @@ async fn series_move_with_viewers_and_agree_with_get_info() {
         .stream_frames(pb::v1::StreamRequest {
             viewer_name: "metrics-v1".into(),
             max_fps: 0.0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -199,7 +200,7 @@ async fn series_move_with_viewers_and_agree_with_get_info() {
     })
     .await;
     let info = client::camera_client(server.channel().await)
-        .get_info(pb::v1::GetInfoRequest {})
+        .get_info(pb::v1::GetInfoRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -385,18 +386,20 @@ async fn try_get(addr: SocketAddr, path: &str) -> Option<(StatusCode, header::He
 
 #[tokio::test]
 async fn a_scrape_during_shutdown_gets_200_and_the_final_values() {
+    let status = StatusCell::new();
     let hub = Hub::new(
         common::pattern(160, 120, 30.0),
         "test",
         HubConfig::default(),
-        StatusCell::new(),
+        status.clone(),
     );
     let cameras = vec![Camera {
         name: DEFAULT_CAMERA.into(),
         hub: hub.clone(),
     }];
     let metrics = Arc::new(Metrics::new(cameras, Arc::new(Refusals::default())));
-    let app = camcast::http::router(hub.clone(), HttpSettings::default(), None, metrics);
+    let cameras = camcast::cameras::Cameras::single(hub.clone(), status);
+    let app = camcast::http::router(cameras, HttpSettings::default(), None, metrics);
     let mut sub = hub
         .connect(camcast::hub::ViewerInfo {
             name: "v".into(),

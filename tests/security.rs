@@ -414,6 +414,7 @@ async fn header_and_request_sizes_are_capped() {
     let req = |len: usize| pb::v1::StreamRequest {
         viewer_name: "n".repeat(len),
         max_fps: 0.0,
+        ..Default::default()
     };
     let mut c = client::camera_client(server.channel().await);
     c.stream_frames(req(100))

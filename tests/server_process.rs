@@ -279,3 +279,51 @@ fn viewer_refuses_to_send_a_token_without_verified_tls() {
     let (_, peer) = rogue.accept().unwrap();
     assert_eq!(peer, mine.local_addr().unwrap(), "camcast-view connected");
 }
+
+/// The binary with a file of `[[camera]]` tables: each camera served by name (the flags set
+/// the first), an unknown name answered NOT_FOUND with the names; a duplicate name stops it at
+/// start with exit code 2.
+#[tokio::test]
+async fn camera_tables_in_the_config_file_are_served_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("camcast.toml");
+    std::fs::write(
+        &path,
+        "[[camera]]\nname = \"door\"\n\n[[camera]]\nname = \"yard\"\nsource = \"test-pattern\"\nsize = \"160x120\"\n",
+    )
+    .unwrap();
+    let server = ServerProcess::spawn(&["--config", path.to_str().unwrap()]);
+    for (camera, size) in [("door", (320, 240)), ("yard", (160, 120)), ("", (320, 240))] {
+        let channel = client::connect(&server.addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut stream = FrameStream::open_camera(channel, camera, "process-test", 0.0)
+            .await
+            .unwrap();
+        let frame = stream.next().await.unwrap().expect("a frame");
+        assert_eq!(frame.size, Some(size), "camera {camera:?}");
+    }
+    let channel = client::connect(&server.addr, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let err = match FrameStream::open_camera(channel, "garage", "process-test", 0.0).await {
+        Ok(mut s) => s.next().await.map(|_| ()).unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(err.message().contains("door, yard"), "{}", err.message());
+    server.stop(&client::ClientOptions::default()).await;
+
+    std::fs::write(
+        &path,
+        "[[camera]]\nname = \"a\"\n[[camera]]\nname = \"a\"\n",
+    )
+    .unwrap();
+    let out = bin_command(env!("CARGO_BIN_EXE_camcast"))
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("same name"), "{stderr}");
+}

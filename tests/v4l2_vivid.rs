@@ -1,5 +1,6 @@
 //! The V4L2 source against real kernel drivers, run inside the test VM (tests/vm/):
-//! - vivid at /dev/video0 (`modprobe vivid n_devs=1`): raw YUYV/NV12 capture → camcast's JPEG;
+//! - vivid at /dev/video0 and /dev/video1 (`modprobe vivid n_devs=2`, .ci/vm-v4l2): raw
+//!   YUYV/NV12 capture → camcast's JPEG;
 //! - v4l2loopback at /dev/video10 (`modprobe v4l2loopback video_nr=10 exclusive_caps=1`): we
 //!   write MJPEG frames into its output side and check what the source passes through.
 //!
@@ -435,7 +436,7 @@ async fn next_frame(stream: &mut grpc_client::FrameStream) -> Received {
 
 async fn camera_state(server: &TestServer) -> pb::v1::State {
     let info = grpc_client::camera_client(server.channel().await)
-        .get_info(pb::v1::GetInfoRequest {})
+        .get_info(pb::v1::GetInfoRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -503,6 +504,7 @@ async fn grpc_viewer_gets_loopback_mjpeg_byte_identical_or_repaired() {
             .stream_frames(pb::v1::StreamRequest {
                 viewer_name: "bytes".into(),
                 max_fps: 0.0,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -588,5 +590,114 @@ async fn grpc_viewer_survives_camera_removed_and_readded() {
     assert_eq!(&f.jpeg[..], &jpeg_bytes[..]);
     assert_eq!(camera_state(&server).await, pb::v1::State::Streaming);
     drop(stream);
+    server.stop().await.unwrap();
+}
+
+/// The second vivid device (`n_devs=2`, see .ci/vm-v4l2).
+const VIVID_2: &str = "/dev/video1";
+
+/// Three cameras in one server (two vivid devices, YUYV encoded here, and the loopback's
+/// MJPEG): a viewer on each at once; the loopback camera unplugged (rmmod) while the vivid
+/// ones keep streaming, and back after the replug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs vivid n_devs=2 at /dev/video0 and /dev/video1, v4l2loopback at /dev/video10 (test VM)"]
+async fn three_cameras_stream_at_once_and_one_unplugged_leaves_the_others_streaming() {
+    if !(present(VIVID) && present(VIVID_2) && present(LOOPBACK)) {
+        return;
+    }
+    let jpeg_bytes = camera_jpeg();
+    let info = jpeg::inspect(&jpeg_bytes).unwrap();
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    let feeder = Feeder::start(jpeg_bytes.clone(), w, h);
+    let cameras = [
+        ("door", config(VIVID, 640, 480, FormatChoice::Yuyv)),
+        ("yard", config(VIVID_2, 640, 480, FormatChoice::Nv12)),
+        ("loop", config(LOOPBACK, w, h, FormatChoice::Mjpeg)),
+    ];
+    let server_config = camcast::config::Config {
+        cameras: cameras
+            .iter()
+            .map(|(name, _)| camcast::config::CameraConfig::named(name.parse().unwrap()))
+            .collect(),
+        hub: hotplug_hub(),
+        ..common::config()
+    };
+    let sources = cameras
+        .into_iter()
+        .map(|(_, cfg)| Box::new(V4l2Source::new(cfg)) as Box<dyn FrameSource>)
+        .collect();
+    let server = TestServer::launch_cameras(server_config, sources).await;
+    let mut streams = Vec::new();
+    for name in ["door", "yard", "loop"] {
+        let stream = grpc_client::FrameStream::open_camera(server.channel().await, name, "vm", 0.0)
+            .await
+            .expect("open a camera's stream");
+        streams.push(stream);
+    }
+    let mut last = [0u64; 3];
+    for _ in 0..3 {
+        for (i, stream) in streams.iter_mut().enumerate() {
+            let f = next_frame(stream).await;
+            last[i] = f.seq.unwrap();
+            let size = [(640, 480), (640, 480), (w, h)][i];
+            assert_eq!(f.size, Some(size), "camera {i}");
+        }
+    }
+    let states = |info: &pb::v1::CameraInfo| -> Vec<pb::v1::State> {
+        info.cameras.iter().map(|c| c.state()).collect()
+    };
+    let all_info = || async {
+        grpc_client::camera_client(server.channel().await)
+            .get_info(pb::v1::GetInfoRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    assert_eq!(states(&all_info().await), [pb::v1::State::Streaming; 3]);
+
+    // Unplug the loopback camera: the source must let go of it for rmmod to succeed.
+    drop(feeder);
+    let mut removed = false;
+    for _ in 0..200 {
+        if sh("rmmod", &["v4l2loopback"]) {
+            removed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(removed, "the source never released the vanished camera");
+    let mut waiting = false;
+    for _ in 0..100 {
+        if states(&all_info().await)[2] == pb::v1::State::WaitingForCamera {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(waiting, "GetInfo says the loopback camera is waiting");
+    // The vivid cameras stream on, with new frames.
+    for i in 0..2 {
+        for _ in 0..5 {
+            let seq = next_frame(&mut streams[i]).await.seq.unwrap();
+            assert!(seq > last[i], "camera {i} streams on");
+            last[i] = seq;
+        }
+    }
+    let s = states(&all_info().await);
+    assert_eq!(&s[..2], [pb::v1::State::Streaming; 2]);
+
+    // Replug: its viewer, still connected, gets pictures again.
+    assert!(sh("modprobe", &["v4l2loopback"]), "modprobe v4l2loopback");
+    for _ in 0..100 {
+        if Path::new(LOOPBACK).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _feeder = Feeder::start(jpeg_bytes.clone(), w, h);
+    let f = next_frame(&mut streams[2]).await;
+    assert!(f.seq.unwrap() > last[2], "new frames after the replug");
+    assert_eq!(&f.jpeg[..], &jpeg_bytes[..]);
+    drop(streams);
     server.stop().await.unwrap();
 }

@@ -18,6 +18,7 @@ fn options(target: String, name: &str, record: Option<std::path::PathBuf>) -> Op
         target,
         client: Default::default(),
         tutorial_api: false,
+        camera: String::new(),
         name: name.into(),
         max_fps: 0.0,
         connect_timeout: Duration::from_secs(2),

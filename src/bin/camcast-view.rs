@@ -100,6 +100,17 @@ struct Args {
     #[arg(long, alias = "legacy")]
     tutorial_api: bool,
 
+    /// The server's camera to watch, by name (`--info` lists them; camcast.v1 only)
+    /// [default: the server's default camera].
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "",
+        hide_default_value = true,
+        conflicts_with = "tutorial_api"
+    )]
+    camera: String,
+
     /// Name shown in the server's logs and viewer list.
     #[arg(long, default_value = "camcast-view")]
     name: String,
@@ -140,6 +151,7 @@ fn watch_in_window(
         client,
         target: args.target().to_string(),
         tutorial_api: args.tutorial_api,
+        camera: args.camera.clone(),
         name: args.name.clone(),
         max_fps: args.max_fps,
         connect_timeout: args.connect_timeout(),
@@ -259,7 +271,7 @@ async fn run(args: Args, options: client::ClientOptions) -> Result<(), Failure> 
         .await
         .map_err(|e| Failure::Connect(connect_error(&e)))?;
     if args.info {
-        return print_info(channel).await;
+        return print_info(channel, &args.camera).await;
     }
     if let Some(path) = &args.snapshot {
         return snapshot(channel, &args, path).await;
@@ -267,9 +279,11 @@ async fn run(args: Args, options: client::ClientOptions) -> Result<(), Failure> 
     watch(channel, &args).await
 }
 
-async fn print_info(channel: client::Conn) -> Result<(), Failure> {
+async fn print_info(channel: client::Conn, camera: &str) -> Result<(), Failure> {
     let info = client::camera_client(channel)
-        .get_info(pb::v1::GetInfoRequest {})
+        .get_info(pb::v1::GetInfoRequest {
+            camera: camera.into(),
+        })
         .await
         .map_err(classify)?
         .into_inner();
@@ -279,6 +293,9 @@ async fn print_info(channel: client::Conn) -> Result<(), Failure> {
         info.version,
         info.uptime_ms as f64 / 1e3
     );
+    if !info.camera.is_empty() {
+        println!("camera: {}", info.camera);
+    }
     println!("source: {} ({})", info.source, info.source_reason);
     if let Some(m) = &info.mode {
         println!(
@@ -298,6 +315,23 @@ async fn print_info(channel: client::Conn) -> Result<(), Failure> {
             c.viewers_total,
             c.viewers_rejected
         );
+    }
+    if info.cameras.len() > 1 {
+        println!("cameras: {}", info.cameras.len());
+        for c in &info.cameras {
+            let state = pb::v1::State::try_from(c.state).map_or("unknown", |s| s.as_str_name());
+            let mode = c.mode.as_ref().map_or(String::new(), |m| {
+                format!("{}x{} @ {} fps", m.width, m.height, m.fps)
+            });
+            let default = if c.is_default { " (default)" } else { "" };
+            println!(
+                "  {:<16} {:<26} {mode:<22} viewers {}  {}{default}",
+                c.name,
+                state,
+                c.viewers.len(),
+                c.source
+            );
+        }
     }
     println!("viewers: {}", info.viewers.len());
     for v in &info.viewers {
@@ -326,6 +360,7 @@ async fn snapshot(channel: client::Conn, args: &Args, path: &Path) -> Result<(),
     } else {
         let req = pb::v1::SnapshotRequest {
             viewer_name: args.name.clone(),
+            camera: args.camera.clone(),
         };
         client::camera_client(channel)
             .snapshot(req)
@@ -369,9 +404,12 @@ async fn receive(
     let deadline = args
         .duration
         .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
-    let mut stream = FrameStream::open(channel, args.tutorial_api, &args.name, args.max_fps)
-        .await
-        .map_err(classify)?;
+    let open = if args.tutorial_api {
+        FrameStream::open(channel, true, &args.name, args.max_fps).await
+    } else {
+        FrameStream::open_camera(channel, &args.camera, &args.name, args.max_fps).await
+    };
+    let mut stream = open.map_err(classify)?;
     let mut stats = Stats::new();
     let mut received = 0u64;
     // One listener for the whole loop, so a signal between two frames is not missed.

@@ -24,8 +24,11 @@ pub struct Advertisement {
     pub host: String,
     /// The address the gRPC server is bound to: unspecified means every interface.
     pub listen: SocketAddr,
-    /// The camera or source name (`camera=`).
+    /// The camera or source name (`camera=`): the default camera's source.
     pub camera: String,
+    /// The server's camera names (`cams=door,yard`), the default first; as many as fit in a
+    /// TXT string (GetInfo lists them all).
+    pub cameras: Vec<String>,
     pub width: u32,
     pub height: u32,
     pub fps: f64,
@@ -59,6 +62,7 @@ impl Advertisement {
             host: truncate(&host, MAX_LABEL - suffix.len()) + &suffix,
             listen,
             camera: camera.to_string(),
+            cameras: Vec::new(),
             width: request.capture.width,
             height: request.capture.height,
             fps: request.capture.fps,
@@ -70,7 +74,7 @@ impl Advertisement {
     }
 
     /// The TXT record: `txtvers=1`, `api=seed,v1`, `camera=NAME`, `res=WxH`, `fps=N`, and
-    /// `tls=0|1`, `auth=SCHEME`, `http=PORT` when set.
+    /// `cams=NAME,NAME`, `tls=0|1`, `auth=SCHEME`, `http=PORT` when set.
     pub fn txt(&self) -> Vec<(String, String)> {
         let mut txt = vec![
             ("txtvers".to_string(), "1".to_string()),
@@ -87,6 +91,9 @@ impl Advertisement {
             ("res".to_string(), format!("{}x{}", self.width, self.height)),
             ("fps".to_string(), format!("{}", self.fps)),
         ];
+        if !self.cameras.is_empty() {
+            txt.push(("cams".into(), camera_list(&self.cameras)));
+        }
         if let Some(tls) = self.tls {
             txt.push(("tls".into(), if tls { "1" } else { "0" }.into()));
         }
@@ -121,6 +128,22 @@ impl Advertisement {
             Ok(info)
         }
     }
+}
+
+/// Camera names, comma-separated, whole names only, as many as fit in one TXT value. (Names
+/// are `a-z0-9-`: nothing to escape.)
+fn camera_list(names: &[String]) -> String {
+    let mut list = String::new();
+    for name in names {
+        if list.len() + 1 + name.len() > MAX_TXT_VALUE {
+            break;
+        }
+        if !list.is_empty() {
+            list.push(',');
+        }
+        list.push_str(name);
+    }
+    list
 }
 
 /// A running advertisement. [`Advertiser::stop`] sends the goodbye packets.
@@ -276,8 +299,20 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    #[test]
+    fn the_camera_names_are_listed_whole_as_many_as_fit() {
+        let mut ad = ad("[::]:1234");
+        ad.cameras = vec!["door".into(), "yard".into()];
+        assert!(ad.txt().contains(&("cams".into(), "door,yard".into())));
+        let many: Vec<String> = (0..20).map(|i| format!("{i:0>32}")).collect();
+        let list = camera_list(&many);
+        assert!(list.len() <= MAX_TXT_VALUE);
+        assert_eq!(list.split(',').count(), 6, "whole names only: {list}");
+        assert!(list.split(',').all(|n| n.len() == 32));
+    }
+
     fn ad(listen: &str) -> Advertisement {
-        let camera = Config::default().camera;
+        let camera = Config::default().default_camera().request.clone();
         let mut ad = Advertisement::new(listen.parse().unwrap(), "HD Pro Webcam C920", &camera);
         ad.fps = 12.5;
         ad
@@ -324,11 +359,13 @@ mod tests {
         a.service_info().expect("a valid service");
         assert_eq!(label_from("My_Pi.lan"), "my-pi");
         assert_eq!(label_from(""), "camcast");
-        assert!(
-            Advertisement::new("[::]:1".parse().unwrap(), "x", &Config::default().camera)
-                .instance
-                .starts_with("camcast on ")
-        );
+        assert!(Advertisement::new(
+            "[::]:1".parse().unwrap(),
+            "x",
+            &Config::default().default_camera().request
+        )
+        .instance
+        .starts_with("camcast on "));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! gRPC transport: the tutorial API and camcast.v1 as two views of the same hub, plus the
-//! standard health and reflection services.
+//! gRPC transport: the tutorial API and camcast.v1 as two views of the same hubs, plus the
+//! standard health and reflection services. camcast.v1 requests name their camera (empty: the
+//! default one); the tutorial API, which cannot, serves the default camera.
 //!
 //! Connections are served on h2 directly ([`server`]): the two live-frame streams by
 //! [`streaming`], paced by each viewer's HTTP/2 credits ([`credit`]) so a slow viewer skips
@@ -25,8 +26,9 @@ use tonic::Status;
 use tonic_health::ServingStatus;
 use tower::Layer;
 
+use crate::cameras::{Cameras, UnknownCamera};
 use crate::config::{Config, MAX_FRAME_BYTES};
-use crate::hub::{Hub, HubError};
+use crate::hub::HubError;
 use crate::pb;
 use crate::protection::Protection;
 use crate::status::{State, StatusCell};
@@ -96,14 +98,24 @@ impl GrpcSettings {
 /// when the hub shuts down, which is the caller's job: see [`crate::server`]).
 pub async fn serve(
     listener: TcpListener,
-    hub: Hub,
+    cameras: Cameras,
     status: StatusCell,
     settings: GrpcSettings,
     protection: Protection,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let (health, health_service) = tonic_health::server::health_reporter();
-    tokio::spawn(track_health(health, status, hub.clone()));
+    // The tutorial API serves the default camera only: its health is that camera's. camcast.v1
+    // and the server as a whole ("") follow the appliance (the worst camera).
+    let default = cameras.default_camera();
+    let hub = &default.hub;
+    tokio::spawn(track_health(
+        health.clone(),
+        &[TUTORIAL_SERVICE],
+        default.status.clone(),
+        hub.clone(),
+    ));
+    tokio::spawn(track_health(health, &["", V1_SERVICE], status, hub.clone()));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -117,10 +129,12 @@ pub async fn serve(
         .expect("descriptor set compiled by build.rs is valid");
     // The live-frame methods never reach tonic (see `streaming`); the tutorial service has no
     // other method, so tonic does not serve it at all.
-    let v1 =
-        pb::v1::camera_server::CameraServer::new(CameraService::new(hub.clone(), settings.clone()))
-            .max_encoding_message_size(MAX_FRAME_BYTES)
-            .max_decoding_message_size(settings.max_request_bytes);
+    let v1 = pb::v1::camera_server::CameraServer::new(CameraService::new(
+        cameras.clone(),
+        settings.clone(),
+    ))
+    .max_encoding_message_size(MAX_FRAME_BYTES)
+    .max_decoding_message_size(settings.max_request_bytes);
     let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -137,7 +151,7 @@ pub async fn serve(
     let drain = settings.drain_timeout;
     let shared = Arc::new(server::Shared {
         streams: Arc::new(streaming::Streams {
-            hub,
+            cameras,
             settings,
             protection,
         }),
@@ -164,17 +178,22 @@ pub async fn serve(
     }
 }
 
-/// Mirrors the appliance state into gRPC health: the camera services are NOT_SERVING while the
-/// camera is missing or faulty and after shutdown begins; the server as a whole ("") stays
-/// SERVING while it runs.
-async fn track_health(health: tonic_health::server::HealthReporter, status: StatusCell, hub: Hub) {
+/// Mirrors a state into the gRPC health of `services`: NOT_SERVING while the camera is
+/// missing or faulty and after shutdown begins (when `hub`, whose shutdown all cameras share,
+/// closes). The server as a whole ("") stays SERVING while it runs.
+async fn track_health(
+    health: tonic_health::server::HealthReporter,
+    services: &'static [&'static str],
+    status: StatusCell,
+    hub: crate::hub::Hub,
+) {
     let mut rx = status.subscribe();
     loop {
         let serving = match rx.borrow_and_update().state {
             State::WaitingForCamera | State::Fault => ServingStatus::NotServing,
             _ => ServingStatus::Serving,
         };
-        for name in [TUTORIAL_SERVICE, V1_SERVICE] {
+        for name in services.iter().filter(|n| !n.is_empty()) {
             health.set_service_status(name, serving).await;
         }
         tokio::select! {
@@ -182,10 +201,17 @@ async fn track_health(health: tonic_health::server::HealthReporter, status: Stat
             _ = hub.closed() => break,
         }
     }
-    for name in ["", TUTORIAL_SERVICE, V1_SERVICE] {
+    for name in services {
         health
             .set_service_status(name, ServingStatus::NotServing)
             .await;
+    }
+}
+
+/// NOT_FOUND, naming the cameras there are.
+impl From<UnknownCamera> for Status {
+    fn from(e: UnknownCamera) -> Status {
+        Status::not_found(e.to_string())
     }
 }
 

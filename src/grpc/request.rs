@@ -119,6 +119,7 @@ mod tests {
         let req = pb::v1::StreamRequest {
             viewer_name: "kitchen".into(),
             max_fps: 5.0,
+            camera: "door".into(),
         };
         let mut body = frame(&req).to_vec();
         let decoded = decode::<pb::v1::StreamRequest>(&body).unwrap();

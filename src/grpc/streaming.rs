@@ -23,6 +23,7 @@ use super::message::{self, Chunk};
 use super::request::{check_encoding, checked_max_fps, checked_name, decode_unary, request_stream};
 use super::{bridge, gate, GrpcSettings};
 use crate::admission::ConnInfo;
+use crate::cameras::Cameras;
 use crate::hub::{Api, Hub, RateCap, Subscription, ViewerInfo};
 use crate::pb;
 use crate::protection::Protection;
@@ -53,7 +54,7 @@ impl Contract {
 
 /// What every stream of one server shares.
 pub struct Streams {
-    pub hub: Hub,
+    pub cameras: Cameras,
     pub settings: GrpcSettings,
     /// Admission, TLS and tokens, shared with the server's other ports.
     pub protection: Protection,
@@ -87,14 +88,14 @@ pub async fn serve(
         admitted = admit(contract, &parts.headers, recv, &streams, &conn.info) => admitted,
         () = conn.closed.cancelled() => return,
     };
-    let (sub, requests) = match admitted {
+    let (hub, sub, requests) = match admitted {
         Ok(admitted) => admitted,
         Err(status) => return trailers_only(respond, status),
     };
     let Some(mut send) = start_response(respond) else {
         return;
     };
-    let (hub, closed) = (&streams.hub, &conn.closed);
+    let (hub, closed) = (&hub, &conn.closed);
     let end = match requests {
         Some(requests) => {
             drop(claim); // one frame per request: the credits say nothing more
@@ -125,7 +126,7 @@ async fn admit(
     recv: RecvStream,
     streams: &Streams,
     info: &ConnInfo,
-) -> Result<(Subscription, Option<Streaming<pb::v1::PullRequest>>), Status> {
+) -> Result<(Hub, Subscription, Option<Streaming<pb::v1::PullRequest>>), Status> {
     check_encoding(headers)?;
     let s = &streams.settings;
     let body = bridge::request_body(recv);
@@ -137,32 +138,38 @@ async fn admit(
             max_fps,
         })
     };
-    let (viewer, requests) = match contract {
+    let cameras = &streams.cameras;
+    // The tutorial API has no camera field: it serves the default camera.
+    let (hub, viewer, requests) = match contract {
         Contract::Tutorial => {
             let req: pb::tutorial::ClientName = decode_unary(body, s.max_request_bytes).await?;
             (
+                &cameras.default_camera().hub,
                 viewer(&req.client_name, Api::Tutorial, RateCap::NONE)?,
                 None,
             )
         }
         Contract::V1 => {
             let req: pb::v1::StreamRequest = decode_unary(body, s.max_request_bytes).await?;
+            let hub = &cameras.get(&req.camera)?.hub;
             let max_fps = checked_max_fps(req.max_fps)?;
-            (viewer(&req.viewer_name, Api::V1, max_fps)?, None)
+            (hub, viewer(&req.viewer_name, Api::V1, max_fps)?, None)
         }
         Contract::Pull => {
             let mut requests = request_stream::<pb::v1::PullRequest, _>(body, s.max_request_bytes);
             let Some(first) = requests.message().await? else {
                 return Err(Status::ok(""));
             };
+            let hub = &cameras.get(&first.camera)?.hub;
             let max_fps = checked_max_fps(first.max_fps)?;
             (
+                hub,
                 viewer(&first.viewer_name, Api::V1, max_fps)?,
                 Some(requests),
             )
         }
     };
-    Ok((streams.hub.connect(viewer)?, requests))
+    Ok((hub.clone(), hub.connect(viewer)?, requests))
 }
 
 /// Sends the response headers of a stream that will carry frames.

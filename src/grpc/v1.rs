@@ -4,19 +4,20 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::request::checked_name;
 use super::GrpcSettings;
+use crate::cameras::Cameras;
 use crate::frame::{Frame as HubFrame, FrameOrigin};
-use crate::hub::{Api, Hub, HubReport, RateCap, ViewerInfo};
+use crate::hub::{Api, HubReport, RateCap, ViewerInfo, ViewerReport};
 use crate::pb::v1::{self as pb, camera_server::Camera};
 use crate::status::State;
 
 pub struct CameraService {
-    hub: Hub,
+    cameras: Cameras,
     settings: GrpcSettings,
 }
 
 impl CameraService {
-    pub fn new(hub: Hub, settings: GrpcSettings) -> Self {
-        CameraService { hub, settings }
+    pub fn new(cameras: Cameras, settings: GrpcSettings) -> Self {
+        CameraService { cameras, settings }
     }
 }
 
@@ -51,6 +52,7 @@ impl Camera for CameraService {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::Frame>, Status> {
         let addr = crate::admission::peer_addr(&request);
+        let hub = &self.cameras.get(&request.get_ref().camera)?.hub;
         let name = checked_name(&request.get_ref().viewer_name, self.settings.max_name_len)?;
         let info = ViewerInfo {
             name,
@@ -58,21 +60,27 @@ impl Camera for CameraService {
             api: Api::Snapshot,
             max_fps: RateCap::NONE,
         };
-        let frame = self
-            .hub
-            .snapshot(info, self.settings.snapshot_timeout)
-            .await?;
+        let frame = hub.snapshot(info, self.settings.snapshot_timeout).await?;
         let frame = to_pb(frame, 0);
         let bytes = prost::Message::encoded_len(&frame);
-        self.hub.stats().bytes_sent(Api::Snapshot, bytes);
+        hub.stats().bytes_sent(Api::Snapshot, bytes);
         Ok(Response::new(frame))
     }
 
     async fn get_info(
         &self,
-        _request: Request<pb::GetInfoRequest>,
+        request: Request<pb::GetInfoRequest>,
     ) -> Result<Response<pb::CameraInfo>, Status> {
-        Ok(Response::new(info_to_pb(self.hub.report())))
+        let asked = self.cameras.get(&request.get_ref().camera)?;
+        let mut info = info_to_pb(asked.hub.report());
+        info.camera = asked.name.to_string();
+        let default = self.cameras.default_camera().name.clone();
+        info.cameras = self
+            .cameras
+            .iter()
+            .map(|c| summary_to_pb(c.name.as_str(), c.name == default, c.hub.report()))
+            .collect();
+        Ok(Response::new(info))
     }
 }
 
@@ -91,39 +99,60 @@ fn to_pb(f: HubFrame, skipped: u64) -> pb::Frame {
     }
 }
 
-fn info_to_pb(r: HubReport) -> pb::CameraInfo {
-    let state = match r.status.state {
+fn state_to_pb(state: State) -> pb::State {
+    match state {
         State::Starting => pb::State::Starting,
         State::WaitingForCamera => pb::State::WaitingForCamera,
         State::Ready => pb::State::Ready,
         State::Streaming => pb::State::Streaming,
         State::Fault => pb::State::Fault,
-    };
+    }
+}
+
+fn mode_to_pb(m: crate::source::Mode) -> pb::Mode {
+    pb::Mode {
+        width: m.width,
+        height: m.height,
+        fps: m.fps,
+        pixel_format: m.pixel_format,
+    }
+}
+
+fn viewer_to_pb(v: ViewerReport) -> pb::Viewer {
+    pb::Viewer {
+        name: v.info.name,
+        address: v.info.addr.map(|a| a.to_string()).unwrap_or_default(),
+        api: v.info.api.as_str().into(),
+        frames_sent: v.frames_sent,
+        frames_skipped: v.frames_skipped,
+        connected_ms: v.connected_for.as_millis() as u64,
+        max_fps: v.info.max_fps.fps(),
+    }
+}
+
+/// One camera's line in GetInfo's list.
+fn summary_to_pb(name: &str, is_default: bool, r: HubReport) -> pb::CameraSummary {
+    pb::CameraSummary {
+        name: name.into(),
+        is_default,
+        source: r.source,
+        mode: r.mode.map(mode_to_pb),
+        state: state_to_pb(r.status.state) as i32,
+        state_detail: r.status.detail,
+        capturing: r.capturing,
+        viewers: r.viewers.into_iter().map(viewer_to_pb).collect(),
+    }
+}
+
+fn info_to_pb(r: HubReport) -> pb::CameraInfo {
     pb::CameraInfo {
         source: r.source,
         source_reason: r.source_reason,
-        mode: r.mode.map(|m| pb::Mode {
-            width: m.width,
-            height: m.height,
-            fps: m.fps,
-            pixel_format: m.pixel_format,
-        }),
-        state: state as i32,
+        mode: r.mode.map(mode_to_pb),
+        state: state_to_pb(r.status.state) as i32,
         state_detail: r.status.detail,
         capturing: r.capturing,
-        viewers: r
-            .viewers
-            .into_iter()
-            .map(|v| pb::Viewer {
-                name: v.info.name,
-                address: v.info.addr.map(|a| a.to_string()).unwrap_or_default(),
-                api: v.info.api.as_str().into(),
-                frames_sent: v.frames_sent,
-                frames_skipped: v.frames_skipped,
-                connected_ms: v.connected_for.as_millis() as u64,
-                max_fps: v.info.max_fps.fps(),
-            })
-            .collect(),
+        viewers: r.viewers.into_iter().map(viewer_to_pb).collect(),
         uptime_ms: r.uptime.as_millis() as u64,
         counters: Some(pb::Counters {
             frames_captured: r.counters.frames_captured,
@@ -135,5 +164,7 @@ fn info_to_pb(r: HubReport) -> pb::CameraInfo {
             panics: crate::panics::count(),
         }),
         version: env!("CARGO_PKG_VERSION").into(),
+        camera: String::new(),
+        cameras: Vec::new(),
     }
 }

@@ -23,7 +23,7 @@ use futures_util::stream;
 use serde::Deserialize;
 
 use super::pacing::{Gate, Pacer, Sent, WireWatch, PROBE};
-use super::routes::{no_store, viewer_label, HttpError};
+use super::routes::{no_store, viewer_label, HttpError, SelectedCamera};
 use super::AppState;
 use crate::frame::Frame;
 use crate::hub::{Api, Hub, RateCap, Subscription, ViewerInfo};
@@ -41,6 +41,7 @@ pub(super) struct StreamQuery {
 
 pub(super) async fn stream(
     State(app): State<AppState>,
+    SelectedCamera(camera): SelectedCamera,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     wire: Option<Extension<Arc<WireWatch>>>,
     headers: HeaderMap,
@@ -49,7 +50,8 @@ pub(super) async fn stream(
     let Query(query) = query?;
     let max_fps = RateCap::new(query.fps.unwrap_or(0.0))
         .map_err(|e| HttpError::bad_request(format!("fps: {e}")))?;
-    let sub = app.hub.connect(ViewerInfo {
+    let hub = camera.hub;
+    let sub = hub.connect(ViewerInfo {
         name: viewer_label(query.name.as_deref(), &headers, app.settings.max_name_len)?,
         addr: Some(addr),
         api: Api::Http,
@@ -64,7 +66,7 @@ pub(super) async fn stream(
             ),
             no_store(),
         ],
-        Body::from_stream(parts(sub, app.hub.clone(), wire.map(|w| Pacer::new(w.0)))),
+        Body::from_stream(parts(sub, hub, wire.map(|w| Pacer::new(w.0)))),
     )
         .into_response())
 }

@@ -1,8 +1,9 @@
 //! HTTP transport for browsers and the tools people already have (VLC, ffmpeg, Home Assistant,
 //! OctoPrint, motionEye): a small page, `/stream.mjpg`, `/snapshot.jpg`, `/info.json` and
-//! `/healthz`, served with axum on hyper's HTTP/1.1.
+//! `/healthz`, served with axum on hyper's HTTP/1.1. Those paths serve the default camera;
+//! `/cam/NAME/` and the same names under it serve camera NAME.
 //!
-//! It is another view of the same [`Hub`] as gRPC: frames are never encoded twice, HTTP viewers
+//! It is another view of the same hubs as gRPC: frames are never encoded twice, HTTP viewers
 //! count towards the same `max_viewers`, show up in `GetInfo` as api "http", and obey the same
 //! slow-viewer rule (a viewer gets the newest frame when it is ready for one and skips the rest;
 //! see `pacing.rs` for how the server tells when an MJPEG reader is ready).
@@ -30,8 +31,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{Tracked, Transport};
 use crate::auth::Tokens;
+use crate::cameras::Cameras;
 use crate::config::Config;
-use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protection::Protection;
 use crate::tls::ServerTls;
@@ -104,7 +105,7 @@ fn http1_tls(tls: &ServerTls) -> Arc<rustls::ServerConfig> {
 /// What every handler sees.
 #[derive(Clone)]
 struct AppState {
-    hub: Hub,
+    cameras: Cameras,
     settings: Arc<HttpSettings>,
     metrics: Arc<Metrics>,
 }
@@ -112,14 +113,14 @@ struct AppState {
 /// Every HTTP route, in one place: layers that apply to all of them (authentication, limits,
 /// tracing) go here. With `tokens`, every route but `/healthz` needs one (header or `?token=`).
 pub fn router(
-    hub: Hub,
+    cameras: Cameras,
     settings: HttpSettings,
     tokens: Option<Tokens>,
     metrics: Arc<Metrics>,
 ) -> Router {
     let tokens = tokens.map(Arc::new);
     let state = AppState {
-        hub,
+        cameras,
         settings: Arc::new(settings),
         metrics,
     };
@@ -129,6 +130,13 @@ pub fn router(
         .route("/snapshot.jpg", get(routes::snapshot))
         .route("/stream.mjpg", get(mjpeg::stream))
         .route("/metrics", get(routes::metrics))
+        // One camera by name: the same page and files (the page's URLs are relative). The
+        // page needs the trailing slash for them; without it, it is sent there.
+        .route("/cam/{camera}", get(routes::to_camera_page))
+        .route("/cam/{camera}/", get(routes::page))
+        .route("/cam/{camera}/info.json", get(routes::info))
+        .route("/cam/{camera}/snapshot.jpg", get(routes::snapshot))
+        .route("/cam/{camera}/stream.mjpg", get(mjpeg::stream))
         .fallback(routes::not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             tokens,
@@ -137,6 +145,7 @@ pub fn router(
     // Health stays open, as on gRPC: monitoring should not need a viewer's secret.
     Router::new()
         .route("/healthz", get(routes::healthz))
+        .route("/cam/{camera}/healthz", get(routes::camera_healthz))
         .merge(viewer_routes)
         .with_state(state)
 }
@@ -147,14 +156,14 @@ pub fn router(
 /// returns once every connection has closed, or after `drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
-    hub: Hub,
+    cameras: Cameras,
     settings: HttpSettings,
     protection: Protection,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving HTTP: the page at /, /stream.mjpg, /snapshot.jpg, /info.json, /metrics, /healthz");
+        tracing::info!(%addr, "serving HTTP: the page at /, /stream.mjpg, /snapshot.jpg, /info.json, /metrics, /healthz, each camera under /cam/NAME/");
         if let Err(e) = tcp_info_usable() {
             tracing::warn!(
                 "/stream.mjpg is not paced to its readers: {e}; \
@@ -162,7 +171,12 @@ pub async fn serve(
             );
         }
     }
-    let app = router(hub, settings.clone(), protection.tokens.clone(), metrics);
+    let app = router(
+        cameras,
+        settings.clone(),
+        protection.tokens.clone(),
+        metrics,
+    );
     let mut conn_builder = http1::Builder::new();
     conn_builder
         .timer(TokioTimer::new())

@@ -3,15 +3,16 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::extract::rejection::{QueryRejection, RawPathParamsRejection};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, RawPathParams, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
+use crate::cameras::{Camera, UnknownCamera};
 use crate::hub::{viewer_name, Api, HubError, NameTooLong, ViewerInfo};
 use crate::status::Status;
 
@@ -45,6 +46,48 @@ impl From<HubError> for HttpError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: e.to_string(),
         }
+    }
+}
+
+impl From<UnknownCamera> for HttpError {
+    fn from(e: UnknownCamera) -> Self {
+        HttpError {
+            status: StatusCode::NOT_FOUND,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The camera a request is for: `/cam/{camera}/...` names it; every other path is the
+/// default camera's. An unknown name is a 404 naming the cameras there are.
+pub(super) struct SelectedCamera(pub Camera);
+
+impl FromRequestParts<AppState> for SelectedCamera {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, HttpError> {
+        let name = match RawPathParams::from_request_parts(parts, app).await {
+            Ok(params) => params
+                .iter()
+                .find(|(key, _)| *key == "camera")
+                .map(|(_, value)| value.to_string()),
+            Err(RawPathParamsRejection::MissingPathParams(_)) => None,
+            // Not UTF-8: no camera has that name.
+            Err(e) => return Err(HttpError::bad_request(e.body_text())),
+        };
+        let camera = match name {
+            None => app.cameras.default_camera(),
+            // "/cam//x" names no camera (an empty name means the default only in requests).
+            Some(name) if name.is_empty() => {
+                return Err(UnknownCamera {
+                    name,
+                    known: app.cameras.names().join(", "),
+                }
+                .into())
+            }
+            Some(name) => app.cameras.get(&name)?,
+        };
+        Ok(SelectedCamera(camera.clone()))
     }
 }
 
@@ -104,12 +147,19 @@ pub(super) fn no_store() -> (header::HeaderName, HeaderValue) {
     (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))
 }
 
-pub(super) async fn page() -> impl IntoResponse {
+/// The page, for the default camera at `/`, for one camera at `/cam/NAME/`.
+pub(super) async fn page(_camera: SelectedCamera) -> impl IntoResponse {
     ([no_store()], Html(PAGE))
+}
+
+/// `/cam/NAME` → `/cam/NAME/`, where the page's relative URLs resolve under the camera.
+pub(super) async fn to_camera_page(SelectedCamera(camera): SelectedCamera) -> Redirect {
+    Redirect::permanent(&format!("/cam/{}/", camera.name))
 }
 
 pub(super) async fn snapshot(
     State(app): State<AppState>,
+    SelectedCamera(camera): SelectedCamera,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<NameQuery>, QueryRejection>,
@@ -121,11 +171,9 @@ pub(super) async fn snapshot(
         api: Api::Snapshot,
         max_fps: crate::hub::RateCap::NONE,
     };
-    let frame = app
-        .hub
-        .snapshot(info, app.settings.snapshot_timeout)
-        .await?;
-    app.hub.stats().bytes_sent(Api::Snapshot, frame.jpeg.len());
+    let hub = &camera.hub;
+    let frame = hub.snapshot(info, app.settings.snapshot_timeout).await?;
+    hub.stats().bytes_sent(Api::Snapshot, frame.jpeg.len());
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
@@ -136,20 +184,47 @@ pub(super) async fn snapshot(
         .into_response())
 }
 
-pub(super) async fn info(State(app): State<AppState>) -> impl IntoResponse {
-    let r = app.hub.report();
+/// The camera's state and mode, the host's name, and every camera of the server (the page
+/// lists them).
+pub(super) async fn info(
+    State(app): State<AppState>,
+    SelectedCamera(camera): SelectedCamera,
+) -> impl IntoResponse {
+    let r = camera.hub.report();
     let mode = r.mode.as_ref();
+    let default = &app.cameras.default_camera().name;
+    let cameras: Vec<serde_json::Value> = app
+        .cameras
+        .iter()
+        .map(|c| {
+            let r = c.hub.report();
+            let mode = r.mode.as_ref();
+            json!({
+                "name": c.name.as_str(),
+                "default": c.name == *default,
+                "source": r.source,
+                "state": r.status.state.as_str(),
+                "serving": serving(&r.status, c.hub.is_closed()),
+                "width": mode.map(|m| m.width),
+                "height": mode.map(|m| m.height),
+                "fps": mode.map(|m| m.fps),
+                "viewers": r.viewers.len(),
+            })
+        })
+        .collect();
     let body = json!({
         "name": host_name(),
+        "camera": camera.name.as_str(),
         "source": r.source,
         "state": r.status.state.as_str(),
         "detail": r.status.detail,
-        "serving": serving(&r.status, app.hub.is_closed()),
+        "serving": serving(&r.status, camera.hub.is_closed()),
         "width": mode.map(|m| m.width),
         "height": mode.map(|m| m.height),
         "fps": mode.map(|m| m.fps),
         "pixel_format": mode.map(|m| m.pixel_format.clone()),
         "viewers": r.viewers.len(),
+        "cameras": cameras,
         "uptime_s": r.uptime.as_secs(),
         // Bugs: anything but 0 deserves a report (the log has each one).
         "panics": crate::panics::count(),
@@ -174,9 +249,27 @@ pub(super) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// 200 while the camera serves; 503 while it is missing or faulty, or once shutdown began.
+/// The whole appliance: 200 while every camera serves; 503 while one is missing or faulty
+/// (the worst state is reported, naming its camera), or once shutdown began. `cameras` has
+/// each camera's own answer.
 pub(super) async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
-    health(&app.hub.status(), app.hub.is_closed())
+    let closed = app.cameras.default_camera().hub.is_closed();
+    let (code, headers, Json(mut body)) = health(&app.cameras.worst_status(), closed);
+    let each: serde_json::Map<String, serde_json::Value> = app
+        .cameras
+        .iter()
+        .map(|c| {
+            let (_, _, Json(one)) = health(&c.hub.status(), c.hub.is_closed());
+            (c.name.to_string(), one)
+        })
+        .collect();
+    body["cameras"] = each.into();
+    (code, headers, Json(body))
+}
+
+/// One camera's health, for monitoring each camera on its own: as `/healthz`, for it alone.
+pub(super) async fn camera_healthz(SelectedCamera(camera): SelectedCamera) -> impl IntoResponse {
+    health(&camera.hub.status(), camera.hub.is_closed())
 }
 
 fn serving(status: &Status, closed: bool) -> bool {
@@ -214,7 +307,9 @@ pub(super) async fn not_found() -> HttpError {
     HttpError {
         status: StatusCode::NOT_FOUND,
         message: "not found; this camera serves /, /stream.mjpg, /snapshot.jpg, /info.json, \
-                  /metrics and /healthz"
+                  /metrics and /healthz, and each camera's /cam/NAME/ (the page), \
+                  /cam/NAME/stream.mjpg, /cam/NAME/snapshot.jpg, /cam/NAME/info.json and \
+                  /cam/NAME/healthz"
             .into(),
     }
 }

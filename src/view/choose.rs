@@ -14,6 +14,7 @@ pub fn table(found: &[Found]) -> String {
         "#".to_string(),
         "NAME".into(),
         "CAMERA".into(),
+        "CAMERAS".into(),
         "SIZE".into(),
         "FPS".into(),
         "API".into(),
@@ -24,6 +25,9 @@ pub fn table(found: &[Found]) -> String {
             (i + 1).to_string(),
             f.instance.clone(),
             txt_or_dash(f, "camera").to_string(),
+            // The server's camera names (`camcast-view HOST --camera NAME`); older servers
+            // have one camera and say nothing.
+            txt_or_dash(f, "cams").to_string(),
             txt_or_dash(f, "res").to_string(),
             txt_or_dash(f, "fps").to_string(),
             txt_or_dash(f, "api").to_string(),
@@ -31,7 +35,7 @@ pub fn table(found: &[Found]) -> String {
                 .unwrap_or_else(|| "(IPv6 link-local only)".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..8)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -291,6 +295,16 @@ mod tests {
     }
 
     #[test]
+    fn table_lists_each_hosts_camera_names() {
+        let mut f = found("camcast on a", &["10.0.0.1"], 1234);
+        f.txt.insert("cams".into(), "door,yard".into());
+        let t = table(&[f]);
+        let lines: Vec<&str> = t.lines().collect();
+        let col = lines[0].find("CAMERAS").unwrap();
+        assert_eq!(&lines[1][col..col + 9], "door,yard", "{t}");
+    }
+
+    #[test]
     fn table_aligns_columns_under_a_header() {
         let t = table(&[
             found("camcast on a", &["10.0.0.1"], 1234),
@@ -298,6 +312,8 @@ mod tests {
         ]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3, "{t}");
+        let cams = lines[0].find("CAMERAS").unwrap();
+        assert_eq!(&lines[1][cams..cams + 2], "- ", "{t}");
         let col = lines[0].find("CAMERA").unwrap();
         assert_eq!(&lines[1][col..col + 15], "cam of camcast ");
         assert!(

@@ -22,6 +22,8 @@ pub struct Options {
     pub client: client::ClientOptions,
     /// Watch over the tutorial API instead of camcast.v1.
     pub tutorial_api: bool,
+    /// The server's camera to watch ("": its default camera; camcast.v1 only).
+    pub camera: String,
     pub name: String,
     pub max_fps: f32,
     pub connect_timeout: Duration,
@@ -210,14 +212,23 @@ impl Ctx {
             Err(e) => return Some(Failure::Connect(error_chain(&e))),
         };
         if !o.tutorial_api {
-            let info = self.serve(commands, describe(channel.clone(), o.connect_timeout));
+            let info = self.serve(
+                commands,
+                describe(channel.clone(), &o.camera, o.connect_timeout),
+            );
             if let Some(source) = info.await? {
                 self.camera = format!("{} · {source}", o.target);
                 let camera = self.camera.clone();
                 self.feed.send_modify(|f| f.camera = camera);
             }
         }
-        let open = FrameStream::open(channel, o.tutorial_api, &o.name, o.max_fps);
+        let open = async {
+            if o.tutorial_api {
+                FrameStream::open(channel, true, &o.name, o.max_fps).await
+            } else {
+                FrameStream::open_camera(channel, &o.camera, &o.name, o.max_fps).await
+            }
+        };
         let mut stream = match self.serve(commands, open).await? {
             Ok(s) => s,
             Err(s) => return Some(Failure::Status(s)),
@@ -317,9 +328,12 @@ impl Ctx {
 
 /// The camera's source from GetInfo, e.g. "test-pattern". Best effort: the stream works
 /// without it.
-async fn describe(channel: client::Conn, timeout: Duration) -> Option<String> {
-    let mut camera = client::camera_client(channel);
-    let call = camera.get_info(pb::v1::GetInfoRequest {});
+async fn describe(channel: client::Conn, camera: &str, timeout: Duration) -> Option<String> {
+    let request = pb::v1::GetInfoRequest {
+        camera: camera.into(),
+    };
+    let mut client = client::camera_client(channel);
+    let call = client.get_info(request);
     let info = tokio::time::timeout(timeout, call).await.ok()?.ok()?;
     Some(info.into_inner().source)
 }

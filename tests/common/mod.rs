@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use camcast::cameras::Cameras;
 use camcast::client;
 use camcast::client::Conn as Channel;
 use camcast::config::Config;
@@ -34,9 +35,14 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The HTTP port, when the config asked for one.
     pub http: Option<SocketAddr>,
+    /// The default camera's hub.
     pub hub: Hub,
+    /// The default camera's state.
     pub status: StatusCell,
-    hub_config: HubConfig,
+    /// Every camera, the default first.
+    pub cameras: Cameras,
+    /// Each camera's hub settings, in the order of `cameras`.
+    hub_configs: Vec<HubConfig>,
     shutdown_begun: CancellationToken,
     task: Option<JoinHandle<Result<(), ServerError>>>,
     session: Option<Arc<Session>>,
@@ -100,7 +106,15 @@ impl TestServer {
         source: Box<dyn FrameSource>,
     ) -> TestServer {
         let session = Arc::new(Session::begin().await);
-        Self::serve(session, config, protection, source).await
+        Self::serve(session, config, protection, vec![source]).await
+    }
+
+    /// A server with several cameras: `config.cameras` names them, `sources` gives each its
+    /// source, in the same order.
+    pub async fn launch_cameras(config: Config, sources: Vec<Box<dyn FrameSource>>) -> TestServer {
+        let protection = Protection::load(&config).expect("TLS and token files load");
+        let session = Arc::new(Session::begin().await);
+        Self::serve(session, config, protection, sources).await
     }
 
     /// A second server running beside `first` in the same test (e.g. one with tokens, one
@@ -113,7 +127,7 @@ impl TestServer {
         source: Box<dyn FrameSource>,
     ) -> TestServer {
         let session = first.session.clone().expect("a running server");
-        Self::serve(session, config, protection, source).await
+        Self::serve(session, config, protection, vec![source]).await
     }
 
     /// A new server in the same test after `stopped` (a camera restarting), checked against
@@ -130,24 +144,29 @@ impl TestServer {
             .expect("the first server stopped cleanly");
         let session = stopped.session.take().unwrap();
         let protection = Protection::load(&config).expect("TLS and token files load");
-        Self::serve(session, config, protection, source).await
+        Self::serve(session, config, protection, vec![source]).await
     }
 
     async fn serve(
         session: Arc<Session>,
         config: Config,
         protection: Protection,
-        source: Box<dyn FrameSource>,
+        sources: Vec<Box<dyn FrameSource>>,
     ) -> TestServer {
         let listeners = Listeners::bind(&config).await.unwrap();
         let addrs = listeners.local_addrs().unwrap();
-        let selected = Selected {
-            source,
-            reason: "integration test".into(),
-        };
-        let hub_config = config.hub.clone();
-        let server = Server::new(config, protection, selected);
-        let (hub, status) = (server.hub().clone(), server.status().clone());
+        let sources = sources
+            .into_iter()
+            .map(|source| Selected {
+                source,
+                reason: "integration test".into(),
+            })
+            .collect();
+        let hub_configs = config.cameras.iter().map(|c| c.hub(&config.hub)).collect();
+        let server = Server::new(config, protection, sources);
+        let cameras = server.cameras().clone();
+        let default = cameras.default_camera();
+        let (hub, status) = (default.hub.clone(), default.status.clone());
         let shutdown_begun = CancellationToken::new();
         let task = tokio::spawn(server.run(listeners, shutdown_begun.clone()));
         TestServer {
@@ -155,7 +174,8 @@ impl TestServer {
             http: addrs.http,
             hub,
             status,
-            hub_config,
+            cameras,
+            hub_configs,
             shutdown_begun,
             task: Some(task),
             session: Some(session),
@@ -227,21 +247,23 @@ impl TestServer {
         Stopped {
             outcome: Some(outcome),
             session: self.session.take(),
-            hub: self.hub.clone(),
+            cameras: self.cameras.clone(),
         }
     }
 
     /// Viewers gone, capture stopped after the linger, no panic: what a server left by its
     /// clients must show before anything is shut down.
     async fn check_idle(&self) {
-        let hub = &self.hub;
-        invariants::no_viewer_left(hub).await;
-        if !self.hub_config.always_on {
-            let bound = self.hub_config.linger + invariants::SETTLE;
-            invariants::within(bound, "capture stops after the linger", || async {
-                !hub.capturing()
-            })
-            .await;
+        for (camera, cfg) in self.cameras.iter().zip(&self.hub_configs) {
+            let hub = &camera.hub;
+            invariants::no_viewer_left(hub).await;
+            if !cfg.always_on {
+                let bound = cfg.linger + invariants::SETTLE;
+                invariants::within(bound, "capture stops after the linger", || async {
+                    !hub.capturing()
+                })
+                .await;
+            }
         }
         let session = self.session.as_ref().unwrap();
         invariants::no_panic_since(session.panics_before());
@@ -265,7 +287,7 @@ impl Drop for TestServer {
 pub struct Stopped {
     outcome: Option<Result<(), ServerError>>,
     session: Option<Arc<Session>>,
-    hub: Hub,
+    cameras: Cameras,
 }
 
 impl Stopped {
@@ -273,12 +295,14 @@ impl Stopped {
     /// descriptors are back to the baseline and nothing panicked; returns how the server ended.
     pub async fn check(mut self) -> Result<(), ServerError> {
         let session = self.session.take().unwrap();
-        let hub = &self.hub;
-        invariants::no_viewer_left(hub).await;
-        invariants::within(invariants::SETTLE, "capture has stopped", || async {
-            !hub.capturing()
-        })
-        .await;
+        for camera in self.cameras.iter() {
+            let hub = &camera.hub;
+            invariants::no_viewer_left(hub).await;
+            invariants::within(invariants::SETTLE, "capture has stopped", || async {
+                !hub.capturing()
+            })
+            .await;
+        }
         // Servers launched beside each other share a baseline: the last one checks it.
         let panics_before = session.panics_before();
         match Arc::into_inner(session) {
@@ -446,7 +470,7 @@ impl ServerProcess {
         let deadline = tokio::time::Instant::now() + invariants::SETTLE;
         let info = loop {
             let info = camera
-                .get_info(camcast::pb::v1::GetInfoRequest {})
+                .get_info(camcast::pb::v1::GetInfoRequest::default())
                 .await
                 .expect("GetInfo")
                 .into_inner();

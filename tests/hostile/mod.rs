@@ -855,13 +855,15 @@ impl Request {
             Request::Stream(n, fps) => pb::v1::StreamRequest {
                 viewer_name: n.text(),
                 max_fps: fps.value(),
+                ..Default::default()
             }
             .encode_to_vec(),
             Request::Snapshot(n) => pb::v1::SnapshotRequest {
                 viewer_name: n.text(),
+                ..Default::default()
             }
             .encode_to_vec(),
-            Request::GetInfo => pb::v1::GetInfoRequest {}.encode_to_vec(),
+            Request::GetInfo => pb::v1::GetInfoRequest::default().encode_to_vec(),
             Request::Unknown(b) => b.0.clone(),
         }
     }

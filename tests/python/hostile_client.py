@@ -74,9 +74,10 @@ from camcast.v1 import camera_pb2_grpc as v1_grpc  # noqa: E402
 METADATA = [("authorization", f"Bearer {TOKEN}")] if TOKEN else []
 # What a probe may end in besides OK. UNKNOWN would mean a handler failed without saying why;
 # INTERNAL is what tonic answers for a message that does not decode.
+# NOT_FOUND: a request naming a camera the server does not have.
 DEFINED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
            grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAUTHENTICATED,
-           grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED}
+           grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED, grpc.StatusCode.NOT_FOUND}
 
 channel = grpc.insecure_channel(GRPC)  # stock settings: grpcio's 4 MiB window
 camera = v1_grpc.CameraStub(channel)

@@ -67,6 +67,17 @@ impl DeviceReport {
         }
     }
 
+    /// A camera to configure: a capture node, not the Pi's libcamera pipeline, offering a
+    /// format camcast takes. (What `camcast devices --toml` lists.)
+    pub fn is_camera(&self) -> bool {
+        self.kind == Some(NodeKind::Capture)
+            && !PIPELINE_DRIVERS.contains(&self.driver.as_str())
+            && self
+                .formats
+                .iter()
+                .any(|f| PixelFormat::from_fourcc(f.fourcc).is_some())
+    }
+
     /// The name to configure: the stable link if there is one.
     pub fn preferred_path(&self) -> &Path {
         self.stable_path.as_deref().unwrap_or(&self.path)
