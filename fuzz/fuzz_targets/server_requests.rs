@@ -1,9 +1,11 @@
 //! Fuzzes the running server, not a validator: each input is a sequence of requests sent to
-//! one in-process camcast (`camcast::server::Server` on loopback, test pattern, HTTP on):
+//! one in-process camcast (`camcast::server::Server` on loopback, two test-pattern cameras,
+//! "default" and "door", HTTP on):
 //! HTTP requests built from fuzzed methods, paths, queries and headers, raw bytes on the HTTP
 //! port, and gRPC calls of every method with fuzzed message bytes, each read for a while and
-//! then dropped or reset. After every input, every viewer slot must come back; a panic in any
-//! server task aborts the process (libFuzzer's panic hook), which is the crash libFuzzer reports.
+//! then dropped or reset. After every input, every camera's viewer slots must come back; a
+//! panic in any server task aborts the process (libFuzzer's panic hook), which is the crash
+//! libFuzzer reports.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -11,8 +13,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use camcast::config::Config;
-use camcast::hub::Hub;
+use camcast::cameras::Cameras;
+use camcast::config::{CameraConfig, Config};
 use camcast::led::LedSpec;
 use camcast::protection::Protection;
 use camcast::server::{Listeners, Server};
@@ -71,6 +73,18 @@ enum Path {
     Info,
     Health,
     Metrics,
+    /// `/cam/{camera}/{rest}`: a named camera's routes, "door" or any name.
+    Camera {
+        camera: CameraPick,
+        rest: String,
+    },
+    Other(String),
+}
+
+#[derive(Arbitrary, Debug)]
+enum CameraPick {
+    Door,
+    Default,
     Other(String),
 }
 
@@ -108,7 +122,7 @@ struct Harness {
     rt: tokio::runtime::Runtime,
     grpc: SocketAddr,
     http: SocketAddr,
-    hub: Hub,
+    cameras: Cameras,
 }
 
 fn harness() -> &'static Harness {
@@ -119,8 +133,12 @@ fn harness() -> &'static Harness {
             .enable_all()
             .build()
             .unwrap();
-        let (grpc, http, hub) = rt.block_on(async {
+        let (grpc, http, cameras) = rt.block_on(async {
             let config = Config {
+                cameras: ["default", "door"]
+                    .iter()
+                    .map(|n| CameraConfig::named(n.parse().unwrap()))
+                    .collect(),
                 listen: "127.0.0.1:0".parse().unwrap(),
                 http: Some("127.0.0.1:0".parse().unwrap()),
                 led: LedSpec::None,
@@ -130,26 +148,25 @@ fn harness() -> &'static Harness {
             let protection = Protection::load(&config).unwrap();
             let listeners = Listeners::bind(&config).await.unwrap();
             let addrs = listeners.local_addrs().unwrap();
-            let source = TestPattern::new(CaptureSettings {
-                width: 160,
-                height: 120,
-                fps: 30.0,
-                quality: 80,
-            });
-            let selected = Selected {
-                source: Box::new(source),
+            let pattern = || Selected {
+                source: Box::new(TestPattern::new(CaptureSettings {
+                    width: 160,
+                    height: 120,
+                    fps: 30.0,
+                    quality: 80,
+                })),
                 reason: "fuzzing".into(),
             };
-            let server = Server::new(config, protection, selected);
-            let hub = server.hub().clone();
+            let server = Server::new(config, protection, vec![pattern(), pattern()]);
+            let cameras = server.cameras().clone();
             tokio::spawn(server.run(listeners, CancellationToken::new()));
-            (addrs.grpc, addrs.http.unwrap(), hub)
+            (addrs.grpc, addrs.http.unwrap(), cameras)
         });
         Harness {
             rt,
             grpc,
             http,
-            hub,
+            cameras,
         }
     })
 }
@@ -188,7 +205,7 @@ fuzz_target!(|ops: Vec<Op>| {
             }
         }
         drop(grpc);
-        slots_come_back(&h.hub).await;
+        slots_come_back(&h.cameras).await;
     });
 });
 
@@ -205,13 +222,21 @@ fn http_request(
         Method::Options => "OPTIONS",
     };
     let path = match path {
-        Path::Page => "/",
-        Path::Stream => "/stream.mjpg",
-        Path::Snapshot => "/snapshot.jpg",
-        Path::Info => "/info.json",
-        Path::Health => "/healthz",
-        Path::Metrics => "/metrics",
-        Path::Other(p) => p.as_str(),
+        Path::Page => "/".to_string(),
+        Path::Stream => "/stream.mjpg".to_string(),
+        Path::Snapshot => "/snapshot.jpg".to_string(),
+        Path::Info => "/info.json".to_string(),
+        Path::Health => "/healthz".to_string(),
+        Path::Metrics => "/metrics".to_string(),
+        Path::Camera { camera, rest } => {
+            let camera = match camera {
+                CameraPick::Door => "door",
+                CameraPick::Default => "default",
+                CameraPick::Other(name) => name.as_str(),
+            };
+            format!("/cam/{camera}/{rest}")
+        }
+        Path::Other(p) => p.clone(),
     };
     let query: Vec<String> = query
         .iter()
@@ -326,14 +351,15 @@ async fn grpc_call(sender: &mut Sender, method: GrpcMethod, body: Bytes, auth: O
     .await;
 }
 
-/// Every viewer slot the input took must come back once its connections are gone.
-async fn slots_come_back(hub: &Hub) {
+/// Every viewer slot the input took, on every camera, must come back once its connections
+/// are gone.
+async fn slots_come_back(cameras: &Cameras) {
     let deadline = tokio::time::Instant::now() + SLOTS_BACK_WITHIN;
-    while hub.viewer_count() > 0 {
+    while cameras.viewer_count() > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{} viewer slots still taken after every connection closed",
-            hub.viewer_count()
+            cameras.viewer_count()
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
