@@ -125,6 +125,14 @@ NAMES = {
     "bidi override": ("\u202eevil\u202c", True),
     "1 MiB": ("x" * (1 << 20), False),
 }
+# Camera names a request can carry (camcast.v1's `camera` field, /cam/NAME/ on HTTP), none of
+# them a camera's: each must get NOT_FOUND / 404 naming the cameras (the empty name is the
+# default camera's and is probed with the real names).
+UNKNOWN_CAMERAS = {
+    "unknown": "nope", "upper case of a real one": None, "64 ASCII": "a" * 64,
+    "1 KiB": "a" * 1024, "multi-byte": "é" * 40, "control characters": "\x00\x07\n\x1b[2J",
+    "path traversal": "../front", "bidi override": "\u202efront", "space": " ",
+}
 # max_fps is a float32 on the wire: 0 or 0.01..1000 are accepted.
 RATES = {
     "0": (0.0, True), "-0": (-0.0, True), "smallest subnormal": (1e-45, False),
@@ -176,8 +184,60 @@ def grpc_probes():
                 seed_pb.ClientName(clientName="x"), metadata=md, timeout=20), unauth)
             grpc_stream(f"v1 StreamFrames, {label}", camera.StreamFrames(
                 v1.StreamRequest(), metadata=md, timeout=20), unauth)
+    camera_probes()
     raw_messages()
     vanishing_streams()
+
+
+def camera_names():
+    """The server's cameras, the default first (GetInfo's list)."""
+    return [c.name for c in info().cameras]
+
+
+def unknown_cameras():
+    names = camera_names()
+    return {label: name if name is not None else names[0].upper()
+            for label, name in UNKNOWN_CAMERAS.items()}
+
+
+def camera_calls(name):
+    """Every camcast.v1 method, asked for camera `name`: (label, call that raises or returns)."""
+    return [
+        ("StreamFrames", lambda: first_of(camera.StreamFrames(
+            v1.StreamRequest(viewer_name="hostile", camera=name), metadata=METADATA, timeout=20))),
+        ("PullFrames", lambda: first_of(camera.PullFrames(
+            iter([v1.PullRequest(viewer_name="hostile", camera=name)]), metadata=METADATA,
+            timeout=20))),
+        ("Snapshot", lambda: camera.Snapshot(
+            v1.SnapshotRequest(viewer_name="hostile", camera=name), metadata=METADATA, timeout=20)),
+        ("GetInfo", lambda: camera.GetInfo(
+            v1.GetInfoRequest(camera=name), metadata=METADATA, timeout=10)),
+    ]
+
+
+def code_of(call):
+    try:
+        result = call()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    if isinstance(result, tuple):  # first_of: (message, code, details)
+        return result[1], result[2]
+    return grpc.StatusCode.OK, ""
+
+
+def camera_probes():
+    names = camera_names()
+    check(len(names) >= 2, f"the hostile run serves several cameras (GetInfo lists {names})")
+    for name in [""] + names:
+        for method, call in camera_calls(name):
+            code, details = code_of(call)
+            check(code == grpc.StatusCode.OK, f"v1 {method} camera {name!r}: got {code.name} ({details!r})")
+    for label, name in unknown_cameras().items():
+        for method, call in camera_calls(name):
+            code, details = code_of(call)
+            # 1 KiB fits the request limit; NOT_FOUND's message names every camera.
+            check(code == grpc.StatusCode.NOT_FOUND and all(n in details for n in names),
+                  f"v1 {method} camera {label}: got {code.name} ({details[:120]!r})")
 
 
 def raw_messages():
@@ -349,6 +409,18 @@ def http_probes():
     for label, (value, status) in names.items():
         for path in ("/stream.mjpg", "/snapshot.jpg"):
             http_probe(f"{path}?name= {label}", request(f"{path}?name={value}"), {status})
+    for name in camera_names():
+        for path in ("/", "stream.mjpg", "snapshot.jpg", "info.json", "healthz"):
+            target = f"/cam/{q(name)}/{path.lstrip('/')}"
+            http_probe(f"GET {target}", request(target), {200})
+    for label, name in unknown_cameras().items():
+        for path in ("", "stream.mjpg", "snapshot.jpg", "info.json", "healthz"):
+            http_probe(f"/cam/<{label}>/{path}", request(f"/cam/{q(name)}/{path}"), {404})
+    for raw in ("/cam//stream.mjpg", "/cam/%FF%FE/stream.mjpg", "/cam/%00/snapshot.jpg",
+                "/cam/" + "a" * 20000 + "/stream.mjpg", "/cam/front/../door/stream.mjpg",
+                "/cam/front/stream.mjpg/extra"):
+        # Not a camera's name, or not UTF-8 (400), or longer than hyper takes (414/431).
+        http_probe(f"path {raw[:40]!r}", request(raw), {400, 404, 414, 431})
     for path in ("/", "/info.json", "/healthz", "/metrics"):
         http_probe(f"{path} with junk query", request(path + "?fps=nan&name=%FF&token=%00&x"),
                    {200, 400, 503})
@@ -495,8 +567,10 @@ def settle(what, probe, limit=40):
 
 
 def idle_state():
+    """Idle on every camera: no viewer, no capture."""
     r = info()
-    return (not r.viewers and not r.capturing), r
+    busy = [c.name for c in r.cameras if c.viewers or c.capturing]
+    return (not busy and not r.viewers and not r.capturing), r
 
 
 def baseline():
@@ -504,6 +578,9 @@ def baseline():
     first_of(seed.StartWebcamStreaming(seed_pb.ClientName(clientName="warm-up"),
                                        metadata=METADATA))
     exchange(request("/snapshot.jpg"), read_limit=1 << 22)
+    for name in camera_names():
+        camera.Snapshot(v1.SnapshotRequest(viewer_name="warm-up", camera=name),
+                        metadata=METADATA, timeout=20)
     settle("idle", lambda: idle_state()[0])
     return fds()
 
@@ -512,7 +589,8 @@ def invariants(base):
     ok = settle("idle", lambda: idle_state()[0])
     r = info()
     check(ok, f"not idle afterwards: {len(r.viewers)} viewers "
-              f"({[v.name for v in r.viewers][:5]}), capturing={r.capturing}")
+              f"({[v.name for v in r.viewers][:5]}), capturing={r.capturing}; every camera: "
+              f"{[(c.name, len(c.viewers), c.capturing) for c in r.cameras]}")
     now = settle("fds", lambda: fds() <= base and fds())
     check(now and now <= base, f"descriptors: {fds()} now, {base} before")
     check(r.counters.panics == 0, f"{r.counters.panics} panics")
