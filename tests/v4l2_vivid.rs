@@ -532,6 +532,30 @@ fn sh(program: &str, args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// Removes the loopback camera (rmmod), retrying for up to 20 s: rmmod only succeeds once
+/// nothing holds the device, so this also proves the source let go of a silent camera.
+async fn unplug_loopback() {
+    for _ in 0..200 {
+        if sh("rmmod", &["v4l2loopback"]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the source never released the vanished camera");
+}
+
+/// Loads v4l2loopback again (its options from /etc/modprobe.d) and waits up to 5 s for the
+/// same device node.
+async fn replug_loopback() {
+    assert!(sh("modprobe", &["v4l2loopback"]), "modprobe v4l2loopback");
+    for _ in 0..100 {
+        if Path::new(LOOPBACK).exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs v4l2loopback at /dev/video10 (test VM)"]
 async fn grpc_viewer_survives_camera_removed_and_readded() {
@@ -552,15 +576,7 @@ async fn grpc_viewer_survives_camera_removed_and_readded() {
     // Unplug: the picture stops, then the device node goes away. rmmod only succeeds while
     // nothing holds the device, so it also proves the source lets go of a silent camera.
     drop(feeder);
-    let mut removed = false;
-    for _ in 0..200 {
-        if sh("rmmod", &["v4l2loopback"]) {
-            removed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(removed, "the source never released the vanished camera");
+    unplug_loopback().await;
     assert!(!Path::new(LOOPBACK).exists());
     let mut waiting = false;
     for _ in 0..100 {
@@ -577,13 +593,7 @@ async fn grpc_viewer_survives_camera_removed_and_readded() {
 
     // Replug: same node comes back (options from /etc/modprobe.d), pictures flow again to
     // the viewer that stayed connected.
-    assert!(sh("modprobe", &["v4l2loopback"]), "modprobe v4l2loopback");
-    for _ in 0..100 {
-        if Path::new(LOOPBACK).exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    replug_loopback().await;
     let _feeder = Feeder::start(jpeg_bytes.clone(), w, h);
     let f = next_frame(&mut stream).await;
     assert!(f.seq.unwrap() > last, "new frames after the replug");
@@ -657,15 +667,7 @@ async fn three_cameras_stream_at_once_and_one_unplugged_leaves_the_others_stream
 
     // Unplug the loopback camera: the source must let go of it for rmmod to succeed.
     drop(feeder);
-    let mut removed = false;
-    for _ in 0..200 {
-        if sh("rmmod", &["v4l2loopback"]) {
-            removed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(removed, "the source never released the vanished camera");
+    unplug_loopback().await;
     let mut waiting = false;
     for _ in 0..100 {
         if states(&all_info().await)[2] == pb::v1::State::WaitingForCamera {
@@ -687,13 +689,7 @@ async fn three_cameras_stream_at_once_and_one_unplugged_leaves_the_others_stream
     assert_eq!(&s[..2], [pb::v1::State::Streaming; 2]);
 
     // Replug: its viewer, still connected, gets pictures again.
-    assert!(sh("modprobe", &["v4l2loopback"]), "modprobe v4l2loopback");
-    for _ in 0..100 {
-        if Path::new(LOOPBACK).exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    replug_loopback().await;
     let _feeder = Feeder::start(jpeg_bytes.clone(), w, h);
     let f = next_frame(&mut streams[2]).await;
     assert!(f.seq.unwrap() > last[2], "new frames after the replug");
