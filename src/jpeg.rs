@@ -218,7 +218,9 @@ fn segment_body<'a>(data: &'a [u8], marker: &Marker) -> Result<&'a [u8], JpegErr
 fn skip_entropy_coded_data(data: &[u8], start: usize) -> Result<usize, JpegError> {
     let mut i = start;
     loop {
-        let Some(ff) = data[i..].iter().position(|&b| b == 0xFF).map(|n| i + n) else {
+        // memchr scans a vector register at a time: this walk is most of a passthrough
+        // frame's cost on the capture thread.
+        let Some(ff) = memchr::memchr(0xFF, &data[i..]).map(|n| i + n) else {
             return Err(truncated("scan data (no EOI)", start, data));
         };
         match data.get(ff + 1) {
@@ -323,7 +325,7 @@ impl Walk {
         let (Some(frame), Some(first_scan_at)) = (self.frame, self.first_scan_at) else {
             return Err(JpegError::Missing("scan (SOS) before EOI"));
         };
-        if let Some(n) = data[eoi_end..].iter().position(|&b| b != 0) {
+        if let Some(n) = first_non_zero(&data[eoi_end..]) {
             return Err(JpegError::TrailingData {
                 at: eoi_end + n,
                 eoi_end,
@@ -343,6 +345,21 @@ impl Walk {
             max_table_selector: self.max_table_selector,
         })
     }
+}
+
+/// The offset of the first non-zero byte. Some UVC cameras report the whole buffer as used, so
+/// the padding after EOI can be megabytes: whole blocks are OR-ed together without an early
+/// exit (which the compiler vectorises) before the one non-zero block is searched byte by byte.
+fn first_non_zero(data: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 256;
+    let block = data
+        .chunks(BLOCK)
+        .position(|chunk| chunk.iter().fold(0u8, |acc, &b| acc | b) != 0)?;
+    let start = block * BLOCK;
+    data[start..]
+        .iter()
+        .position(|&b| b != 0)
+        .map(|n| start + n)
 }
 
 /// Checks that a DHT segment is a sequence of well-formed tables filling it exactly.
@@ -692,6 +709,19 @@ mod tests {
                 eoi_end: len
             })
         );
+    }
+
+    #[test]
+    fn non_zero_padding_is_found_wherever_it_sits_in_a_long_pad() {
+        let pad = vec![0u8; 3 * 256 + 17];
+        assert_eq!(first_non_zero(&pad), None);
+        assert_eq!(first_non_zero(&[]), None);
+        for at in [0, 1, 255, 256, 257, 511, 700, pad.len() - 1] {
+            let mut p = pad.clone();
+            p[at] = 0x80;
+            p[pad.len() - 1] |= 1; // a later non-zero byte must not be the one reported
+            assert_eq!(first_non_zero(&p), Some(at), "non-zero byte at {at}");
+        }
     }
 
     #[test]
