@@ -13,6 +13,8 @@
 
 use bytes::Bytes;
 
+use crate::frame_pool::FramePool;
+
 const SOI: u8 = 0xD8;
 const EOI: u8 = 0xD9;
 const SOS: u8 = 0xDA;
@@ -129,36 +131,37 @@ pub fn repair_with_info(data: Bytes) -> Result<(Bytes, JpegInfo), JpegError> {
         };
         return Ok((jpeg, info));
     }
-    with_standard_tables(&data, info)
+    let (parts, info) = with_standard_tables(&data, info)?;
+    Ok((Bytes::from(parts.concat()), info))
 }
 
 /// [`repair_with_info`] for a borrowed buffer (a V4L2 driver buffer that goes back to the
-/// driver): exactly one copy whatever the repair, padding left behind, tables inserted on the way.
-pub fn repair_from_slice(data: &[u8]) -> Result<(Bytes, JpegInfo), JpegError> {
+/// driver): exactly one copy, into a buffer from `pool`, whatever the repair: padding left
+/// behind, tables inserted on the way.
+pub fn repair_from_slice(data: &[u8], pool: &FramePool) -> Result<(Bytes, JpegInfo), JpegError> {
     let mut info = inspect(data)?;
     info.trailing_padding = 0;
     if info.has_dht {
-        return Ok((Bytes::copy_from_slice(&data[..info.len]), info));
+        return Ok((pool.gather(&[&data[..info.len]]), info));
     }
-    with_standard_tables(data, info)
+    let (parts, info) = with_standard_tables(data, info)?;
+    Ok((pool.gather(&parts), info))
 }
 
-/// The JPEG rebuilt with the standard Huffman tables before its first scan (one copy).
-fn with_standard_tables(data: &[u8], mut info: JpegInfo) -> Result<(Bytes, JpegInfo), JpegError> {
+/// The pieces of the JPEG rebuilt with the standard Huffman tables before its first scan, and
+/// what `inspect` would say of it.
+fn with_standard_tables(
+    data: &[u8],
+    mut info: JpegInfo,
+) -> Result<([&[u8]; 3], JpegInfo), JpegError> {
     check_standard_tables_fit(&info)?;
-    let end = info.len;
-    let at = info.first_scan_at;
-    let mut out = Vec::with_capacity(end + STANDARD_DHT.len());
-    out.extend_from_slice(&data[..at]);
-    out.extend_from_slice(&STANDARD_DHT);
-    out.extend_from_slice(&data[at..end]);
+    let (at, end) = (info.first_scan_at, info.len);
     info.has_dht = true;
-    info.len = out.len();
+    info.len += STANDARD_DHT.len();
     info.first_scan_at += STANDARD_DHT.len();
-    Ok((Bytes::from(out), info))
+    Ok(([&data[..at], &STANDARD_DHT, &data[at..end]], info))
 }
 
-/// The Annex K tables are for 8-bit samples and define tables 0 (luma) and 1 (chroma) only.
 fn check_standard_tables_fit(info: &JpegInfo) -> Result<(), JpegError> {
     if info.precision != 8 {
         return Err(JpegError::CannotRepair(
@@ -796,17 +799,18 @@ mod tests {
     #[test]
     fn a_borrowed_buffer_is_repaired_like_an_owned_one() {
         let with = build(32, 16, true, &[1, 2, 3]);
+        let pool = FramePool::new(1);
         for input in [with.clone(), build(32, 16, false, &[1, 2, 3])] {
             let mut padded = input.clone();
             padded.extend_from_slice(&[0; 37]);
-            let (out, info) = repair_from_slice(&padded).unwrap();
+            let (out, info) = repair_from_slice(&padded, &pool).unwrap();
             assert_eq!(
                 out, with,
                 "tables inserted where missing, padding left behind"
             );
             assert_eq!((out, info), repair_with_info(Bytes::from(padded)).unwrap());
         }
-        assert!(repair_from_slice(&[0xFF, 0xD8, 0xFF]).is_err());
+        assert!(repair_from_slice(&[0xFF, 0xD8, 0xFF], &pool).is_err());
     }
 
     #[test]

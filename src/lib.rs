@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`config`]: command-line flags and the optional TOML file, merged and validated once.
 //! - [`frame`]: the captured frame shared by every viewer, and JPEG sanity checks.
+//! - [`frame_pool`]: recycled frame buffers, so a steady stream allocates nothing per frame.
 //! - [`jpeg`]: JPEG structure checks and repair (missing Huffman tables, padding) for MJPEG passthrough.
 //! - [`source`]: where frames come from (V4L2, libcamera, the test pattern; fakes for tests), the
 //!   one YUV→JPEG encoder and capture clock they share, and what `camcast devices` lists.
@@ -39,6 +40,7 @@ pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod frame;
+pub mod frame_pool;
 pub mod grpc;
 pub mod host;
 pub mod http;

@@ -6,7 +6,6 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use camcast::source::encode::{Encoder, Layout, YuvFormat};
 use camcast::source::pattern::Canvas;
 
@@ -22,7 +21,7 @@ pub fn print(cases: &[&Case]) {
             }),
             PixFmt::Mjpeg => check_cost(w, h).map(|(ms, kib)| {
                 format!(
-                    "MJPEG copy + check (jpeg::repair_with_info): {ms:.2} ms/frame ({kib:.1} KiB)"
+                    "MJPEG copy + check (jpeg::repair_from_slice): {ms:.2} ms/frame ({kib:.1} KiB)"
                 )
             }),
         };
@@ -73,10 +72,11 @@ fn encode_cost(width: usize, height: usize) -> anyhow::Result<(f64, f64)> {
 fn check_cost(width: usize, height: usize) -> anyhow::Result<(f64, f64)> {
     let frames = crate::feeder::camera_like_frames(width, height, 5)?;
     let n = 40;
+    let pool = camcast::frame_pool::FramePool::default();
     let (t0, mut bytes) = (Instant::now(), 0);
     for i in 0..n {
         let f = &frames[i % frames.len()];
-        let (jpeg, _) = camcast::jpeg::repair_with_info(Bytes::copy_from_slice(f))?;
+        let (jpeg, _) = camcast::jpeg::repair_from_slice(f, &pool)?;
         bytes += jpeg.len();
     }
     Ok((

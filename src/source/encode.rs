@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::frame_pool::FramePool;
+
 /// Raw YUV layouts, by the fourcc that V4L2 and libcamera (DRM) both give them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum YuvFormat {
@@ -317,8 +319,10 @@ pub struct Encoder {
     y: Vec<u8>,
     u: Vec<u8>,
     v: Vec<u8>,
-    /// Encoder output; each frame copies out only its actual length.
+    /// Encoder output (sized for the worst case); each frame copies out only its actual
+    /// length, into a buffer from `pool`.
     scratch: Vec<u8>,
+    pool: FramePool,
     /// How long the last frame took, for the encode-time metric: measured here, the one
     /// place every source's encoding goes through.
     last_encode_time: Duration,
@@ -345,6 +349,7 @@ impl Encoder {
             u: vec![0; chroma],
             v: vec![0; chroma],
             scratch,
+            pool: FramePool::default(),
             last_encode_time: Duration::ZERO,
         })
     }
@@ -417,7 +422,7 @@ impl Encoder {
         let len = self
             .compressor
             .compress_yuv_planes_to_slice(&image, &mut self.scratch)?;
-        Ok(Bytes::copy_from_slice(&self.scratch[..len]))
+        Ok(self.pool.gather(&[&self.scratch[..len]]))
     }
 }
 

@@ -31,6 +31,7 @@ use super::clock::{self, KernelClock};
 use super::encode::{Encoder, Layout, YuvFormat};
 use super::{FrameSource, Mode, SourceError};
 use crate::frame::{CapturedFrame, FrameOrigin};
+use crate::frame_pool::FramePool;
 use negotiate::{Choice, Request};
 
 /// Driver buffers in the mmap ring: one being filled, one being read, slack for jitter.
@@ -101,7 +102,8 @@ struct Running {
 
 /// Turns one driver buffer into a JPEG.
 enum FrameMaker {
-    Passthrough,
+    /// The camera's JPEGs, each copied once into a buffer from the pool.
+    Passthrough(FramePool),
     /// Boxed: the encoder's buffers and geometry dwarf the passthrough case.
     Encode(Box<Encoder>),
 }
@@ -165,7 +167,7 @@ impl V4l2Source {
 
 fn frame_maker(path: &Path, applied: &hw::Applied, quality: u8) -> Result<FrameMaker, SourceError> {
     let raw = match applied.format {
-        PixelFormat::Mjpeg => return Ok(FrameMaker::Passthrough),
+        PixelFormat::Mjpeg => return Ok(FrameMaker::Passthrough(FramePool::default())),
         PixelFormat::Yuyv => YuvFormat::Yuyv,
         PixelFormat::Nv12 => YuvFormat::Nv12,
     };
@@ -251,8 +253,8 @@ impl FrameMaker {
         captured_at: std::time::SystemTime,
     ) -> Result<CapturedFrame, SourceError> {
         match self {
-            FrameMaker::Passthrough => {
-                let (jpeg, info) = crate::jpeg::repair_from_slice(used)
+            FrameMaker::Passthrough(pool) => {
+                let (jpeg, info) = crate::jpeg::repair_from_slice(used, pool)
                     .map_err(|e| SourceError::BadFrame(e.to_string()))?;
                 Ok(CapturedFrame {
                     jpeg,
@@ -441,14 +443,13 @@ mod tests {
         let mut padded = jpeg.to_vec();
         padded.extend_from_slice(&[0; 64]);
         let now = std::time::SystemTime::now();
-        let f = FrameMaker::Passthrough.make(&padded, now).unwrap();
+        let mut maker = FrameMaker::Passthrough(FramePool::new(1));
+        let f = maker.make(&padded, now).unwrap();
         assert_eq!(
             (f.jpeg, f.width, f.height, f.origin, f.encode_time),
             (jpeg, 64, 32, FrameOrigin::Camera, None)
         );
-        let bad = FrameMaker::Passthrough
-            .make(&padded[..100], now)
-            .unwrap_err();
+        let bad = maker.make(&padded[..100], now).unwrap_err();
         assert!(matches!(bad, SourceError::BadFrame(_)), "{bad:?}");
     }
 
