@@ -162,6 +162,7 @@ fn with_standard_tables(
     Ok(([&data[..at], &STANDARD_DHT, &data[at..end]], info))
 }
 
+/// The Annex K tables are for 8-bit samples and define tables 0 (luma) and 1 (chroma) only.
 fn check_standard_tables_fit(info: &JpegInfo) -> Result<(), JpegError> {
     if info.precision != 8 {
         return Err(JpegError::CannotRepair(
