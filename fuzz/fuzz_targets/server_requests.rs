@@ -128,6 +128,11 @@ struct Harness {
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
+        // The camcast binary ignores SIGPIPE (Rust's runtime does so before main), so a write
+        // to a connection its peer reset fails with EPIPE. A libFuzzer target has no Rust main:
+        // without this, the server's writev to a connection an input reset kills the process.
+        // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
