@@ -57,8 +57,9 @@ impl FramePool {
         })
     }
 
-    /// Idle buffers on the shelf now (for tests and the log).
-    pub fn idle(&self) -> usize {
+    /// Idle buffers on the shelf now.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.shelf.lock().len()
     }
 }
