@@ -66,3 +66,21 @@ skip_rest() {
   fi
   exit 0
 }
+
+# Builds benches/vm_compare and the camcast binary with one `cargo bench --no-run` (a bench
+# target gets the package's binaries built with its profile, which inherits release) and sets
+# $bench and $camcast_bin to them. The caller's environment picks the target directory and
+# profile settings. Used by .ci/vm-bench and benches/vm_profile.sh.
+build_vm_compare() {
+  local artifacts
+  artifacts=$(cargo bench --no-run --bench vm_compare --message-format=json |
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("vm_compare", "camcast"):
+        print(m["target"]["name"], m["executable"])')
+  bench=$(awk '$1 == "vm_compare" {print $2}' <<<"$artifacts")
+  camcast_bin=$(awk '$1 == "camcast" {print $2}' <<<"$artifacts")
+  [ -x "$bench" ] || { echo "could not build the vm_compare bench"; return 1; }
+  [ -x "$camcast_bin" ] || { echo "could not build the camcast binary"; return 1; }
+}

@@ -42,16 +42,8 @@ command -v perf >/dev/null || apt_install linux-perf
 if [ -n "${VM_COMPARE_BENCH:-}" ]; then
   bench=$VM_COMPARE_BENCH camcast_bin=${CAMCAST_BIN:?VM_COMPARE_BENCH needs CAMCAST_BIN too}
 else
-  artifacts=$(CARGO_TARGET_DIR=target/vm-profile CARGO_PROFILE_RELEASE_STRIP=none \
-    CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-    cargo bench --no-run --bench vm_compare --message-format=json |
-    python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("vm_compare", "camcast"):
-        print(m["target"]["name"], m["executable"])')
-  bench=$(awk '$1 == "vm_compare" {print $2}' <<<"$artifacts")
-  camcast_bin=$(awk '$1 == "camcast" {print $2}' <<<"$artifacts")
+  CARGO_TARGET_DIR=target/vm-profile CARGO_PROFILE_RELEASE_STRIP=none \
+    CARGO_PROFILE_RELEASE_DEBUG=line-tables-only build_vm_compare
 fi
 
 # perf is dynamically linked: its libraries go in beside it (the guest has only busybox).
