@@ -72,14 +72,24 @@ impl Camera for CameraService {
         request: Request<pb::GetInfoRequest>,
     ) -> Result<Response<pb::CameraInfo>, Status> {
         let asked = self.cameras.get(&request.get_ref().camera)?;
-        let mut info = info_to_pb(asked.hub.report());
-        info.camera = asked.name.to_string();
         let default = self.cameras.default_camera().name.clone();
-        info.cameras = self
+        // One report per camera, so the asked camera's summary and its details agree.
+        let report = asked.hub.report();
+        let cameras = self
             .cameras
             .iter()
-            .map(|c| summary_to_pb(c.name.as_str(), c.name == default, c.hub.report()))
+            .map(|c| {
+                let r = if c.name == asked.name {
+                    report.clone()
+                } else {
+                    c.hub.report()
+                };
+                summary_to_pb(c.name.as_str(), c.name == default, r)
+            })
             .collect();
+        let mut info = info_to_pb(report);
+        info.camera = asked.name.to_string();
+        info.cameras = cameras;
         Ok(Response::new(info))
     }
 }

@@ -197,7 +197,14 @@ pub(super) async fn info(
         .cameras
         .iter()
         .map(|c| {
-            let r = c.hub.report();
+            // The asked camera's entry from the same report as the details below.
+            let own;
+            let r = if c.name == camera.name {
+                &r
+            } else {
+                own = c.hub.report();
+                &own
+            };
             let mode = r.mode.as_ref();
             json!({
                 "name": c.name.as_str(),
