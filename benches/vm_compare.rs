@@ -5,7 +5,9 @@
 //! Three sides, each a server process with its own viewers:
 //! - **µStreamer HTTP**: µStreamer's `GET /stream`;
 //! - **camcast HTTP**: camcast's `GET /stream.mjpg` (the same transport: HTTP multipart MJPEG);
-//! - **camcast gRPC**: camcast's `camcast.v1` StreamFrames, through camcast's own client.
+//! - **camcast gRPC**: camcast's `camcast.v1` through camcast's own client: PullFrames (the viewer
+//!   asks for each frame, as camcast-view does) or, with `--grpc stream`, StreamFrames (the
+//!   server pushes, paced by the client's HTTP/2 credits, as for stock gRPC clients).
 //!
 //! Both HTTP sides are read by the same reader (benches/vm_compare/http.rs: HTTP/1.1 like a
 //! browser, one TCP connection per viewer, default socket buffers).
@@ -48,7 +50,8 @@
 //! Arguments: --quick (1 and 10 viewers, one short run each, short freshness runs),
 //! --viewers 1,10,50, --window SECS (default 5), --warmup SECS (2), --repeat R (runs per side
 //! and configuration, in A B C C B A order, default 2), --only ustreamer,http,grpc (sides),
-//! --case TEXT, --fresh-secs S (20, 0 skips freshness), --fresh-tail S (5).
+//! --case TEXT, --fresh-secs S (20, 0 skips freshness), --fresh-tail S (5), --grpc pull|stream
+//! (the gRPC side's method, default pull).
 
 #[path = "vm_compare/feeder.rs"]
 mod feeder;
@@ -168,6 +171,33 @@ impl Side {
     }
 }
 
+/// The camcast.v1 method the gRPC side's viewers read.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum GrpcMethod {
+    /// PullFrames: one request per frame (camcast-view's way).
+    Pull,
+    /// StreamFrames: frames pushed as HTTP/2 credit allows (stock clients' way).
+    Stream,
+}
+
+impl GrpcMethod {
+    fn name(self) -> &'static str {
+        match self {
+            GrpcMethod::Pull => "PullFrames",
+            GrpcMethod::Stream => "StreamFrames",
+        }
+    }
+
+    /// Opens one viewer's stream of the default camera.
+    async fn open(self, addr: SocketAddr, viewer: &str) -> anyhow::Result<FrameStream> {
+        let channel = client::connect(&addr.to_string(), Duration::from_secs(30)).await?;
+        Ok(match self {
+            GrpcMethod::Pull => FrameStream::pull(channel, viewer, 0.0).await?,
+            GrpcMethod::Stream => FrameStream::stream(channel, viewer, 0.0).await?,
+        })
+    }
+}
+
 struct Opts {
     viewers: Vec<usize>,
     warmup: Duration,
@@ -175,6 +205,7 @@ struct Opts {
     /// Runs per side and configuration, in A B C C B A order.
     repeat: usize,
     sides: Vec<Side>,
+    grpc: GrpcMethod,
     /// Only the cases whose name contains this (case-insensitive); default cases without it.
     case_filter: Option<String>,
     /// The freshness reader's run (zero: no freshness runs) and the part its ages are taken from.
@@ -221,6 +252,14 @@ impl Opts {
                 .unwrap_or(if quick { 1 } else { 2 })
                 .max(1),
             sides,
+            grpc: match value("--grpc").as_deref() {
+                None | Some("pull") => GrpcMethod::Pull,
+                Some("stream") => GrpcMethod::Stream,
+                Some(other) => {
+                    eprintln!("vm_compare: --grpc {other:?}: expected pull or stream");
+                    std::process::exit(2);
+                }
+            },
             case_filter: value("--case").map(|c| c.to_lowercase()),
             fresh_run: secs("--fresh-secs", if quick { 8.0 } else { 20.0 }),
             fresh_tail: secs("--fresh-tail", if quick { 3.0 } else { 5.0 }),
@@ -602,7 +641,7 @@ async fn run_viewers(
             .map(|(i, st)| {
                 let st = st.clone();
                 match side {
-                    Side::CamcastGrpc => tokio::spawn(grpc_viewer(server.grpc, i, st)),
+                    Side::CamcastGrpc => tokio::spawn(grpc_viewer(server.grpc, opts.grpc, i, st)),
                     Side::CamcastHttp => tokio::spawn(http::viewer(
                         server.http,
                         format!("/stream.mjpg?name=vm-compare-{i}"),
@@ -739,10 +778,9 @@ async fn captured(side: Side, server: &Running) -> anyhow::Result<(f64, String)>
     Ok((captured as f64, mode))
 }
 
-async fn grpc_viewer(addr: SocketAddr, i: usize, stats: Arc<ViewerStats>) {
+async fn grpc_viewer(addr: SocketAddr, method: GrpcMethod, i: usize, stats: Arc<ViewerStats>) {
     let run = async {
-        let channel = client::connect(&addr.to_string(), Duration::from_secs(30)).await?;
-        let mut stream = FrameStream::open(channel, false, &format!("vm-compare-{i}"), 0.0).await?;
+        let mut stream = method.open(addr, &format!("vm-compare-{i}")).await?;
         let mut first = true;
         while let Some(f) = stream.next().await? {
             stats.record(f.jpeg.len(), first.then_some(&f.jpeg[..]));

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use camcast::client::{self, FrameStream};
+use camcast::client::FrameStream;
 
 use crate::{http, Case, Opts, Running, Side};
 
@@ -70,12 +70,10 @@ enum SlowStream {
 }
 
 impl SlowStream {
-    async fn open(side: Side, server: &Running) -> anyhow::Result<Self> {
+    async fn open(side: Side, opts: &Opts, server: &Running) -> anyhow::Result<Self> {
         Ok(match side {
             Side::CamcastGrpc => {
-                let channel =
-                    client::connect(&server.grpc.to_string(), Duration::from_secs(30)).await?;
-                SlowStream::Grpc(FrameStream::open(channel, false, "vm-compare-slow", 0.0).await?)
+                SlowStream::Grpc(opts.grpc.open(server.grpc, "vm-compare-slow").await?)
             }
             Side::CamcastHttp => SlowStream::Http(
                 http::PartReader::connect(server.http, "/stream.mjpg?name=vm-compare-slow").await?,
@@ -122,7 +120,7 @@ pub async fn run(case: &Case, side: Side, opts: &Opts) -> anyhow::Result<Fresh> 
 }
 
 async fn slow_reader(side: Side, opts: &Opts, server: &Running) -> anyhow::Result<Fresh> {
-    let mut stream = SlowStream::open(side, server).await?;
+    let mut stream = SlowStream::open(side, opts, server).await?;
     let period = Duration::from_secs_f64(1.0 / READER_FPS);
     let t0 = Instant::now();
     let mut next_read = t0;

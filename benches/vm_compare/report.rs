@@ -64,6 +64,7 @@ pub fn print_setup(opts: &Opts, caption: &str) {
             format!(" extra args: {}", opts.ustreamer_args.join(" "))
         }
     );
+    println!("camcast gRPC viewers read camcast.v1 {}", opts.grpc.name());
     println!(
         "JPEG quality {QUALITY} for both; warm-up {:.1} s, window {:.1} s, {} run(s) per side and configuration; freshness: {READER_FPS} fps reader for {:.0} s, ages over the last {:.0} s\n",
         opts.warmup.as_secs_f64(),
