@@ -10,6 +10,7 @@
 #                                                 # µStreamer HTTP, camcast HTTP, camcast gRPC
 #   benches/vm_profile.sh --case encode --viewers 10 --sides ustreamer,http --window 10
 #   benches/vm_profile.sh --counts-only           # skip the sampling run
+#   benches/vm_profile.sh --sides grpc --grpc stream   # the gRPC side on StreamFrames (default: pull)
 #
 # Binaries: a release build that keeps its symbols (the shipped profile strips them), built
 # here into target/vm-profile unless VM_COMPARE_BENCH and CAMCAST_BIN name prebuilt ones.
@@ -18,15 +19,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . .ci/lib.sh
 
-CASE=passthrough SIDES=ustreamer,http,grpc VIEWERS=1 WINDOW=10 COUNTS_ONLY=0
+CASE=passthrough SIDES=ustreamer,http,grpc VIEWERS=1 WINDOW=10 COUNTS_ONLY=0 GRPC=pull
 while [ $# -gt 0 ]; do
   case $1 in
     --case) CASE=$2; shift 2 ;;
     --sides) SIDES=$2; shift 2 ;;
     --viewers) VIEWERS=$2; shift 2 ;;
     --window) WINDOW=$2; shift 2 ;;
+    --grpc) GRPC=$2; shift 2 ;;
     --counts-only) COUNTS_ONLY=1; shift ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)"; exit 2 ;;
   esac
 done
@@ -61,7 +63,7 @@ echo -1 >/proc/sys/kernel/perf_event_paranoid
 if [ "$COUNTS_ONLY" = 0 ]; then
   echo "## perf record -a, cpu-clock 999 Hz: $SIDES (one run each, in that order)"
   $P record -a -F 999 -o /tmp/p.data -- /opt/b/vm_compare --case "$CASE" --only "$SIDES" --viewers "$VIEWERS" \
-    --repeat 1 --fresh-secs 0 --window "$WINDOW" --warmup 2 >/tmp/bench.out 2>&1
+    --grpc "$GRPC" --repeat 1 --fresh-secs 0 --window "$WINDOW" --warmup 2 >/tmp/bench.out 2>&1
   grep -E "CPU/frame|copy \+ check|→ JPEG" /tmp/bench.out
   echo
   echo "## server threads: samples by where they ran"
@@ -97,14 +99,14 @@ echo "## system-wide counts while each side runs alone (perf stat; includes the 
 EVENTS=syscalls:sys_enter_madvise,exceptions:page_fault_user,syscalls:sys_enter_futex,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_ioctl,syscalls:sys_enter_poll,syscalls:sys_enter_getsockopt
 for side in $(echo "$SIDES" | tr , ' '); do
   $P stat -x, -a -e "$EVENTS" -- /opt/b/vm_compare --case "$CASE" --only "$side" --viewers "$VIEWERS" \
-    --repeat 1 --fresh-secs 0 --window "$WINDOW" --warmup 2 >/tmp/bench.out 2>/tmp/stat.out
+    --grpc "$GRPC" --repeat 1 --fresh-secs 0 --window "$WINDOW" --warmup 2 >/tmp/bench.out 2>/tmp/stat.out
   echo "### $side: $(grep -E 'CPU/frame' /tmp/bench.out | sed 's/.*| //')"
   awk -F, '$3 ~ /:/ { sub(/.*:/, "", $3); printf "%s=%s ", $3, $1 } END { print "" }' /tmp/stat.out
 done
 EOF
 chmod +x "$WORK/guest.sh"
 
-echo "profiling in the test VM: case $CASE, sides $SIDES, $VIEWERS viewer(s), ${WINDOW} s window; camcast $camcast_bin"
+echo "profiling in the test VM: case $CASE, sides $SIDES (gRPC: $GRPC), $VIEWERS viewer(s), ${WINDOW} s window; camcast $camcast_bin"
 tests/vm/run-in-vm.sh --timeout 1200 --log "${VM_PROFILE_LOG:-/tmp/vm-profile.log}" \
   --file "$(command -v perf):/opt/perf/perf" \
   --file "$WORK/lib:/opt/perf/lib" \
@@ -117,6 +119,6 @@ tests/vm/run-in-vm.sh --timeout 1200 --log "${VM_PROFILE_LOG:-/tmp/vm-profile.lo
   --env USTREAMER_BIN=/opt/ustreamer/ustreamer \
   --env USTREAMER_LIB=/opt/ustreamer/lib \
   --env VM_COMPARE_REQUIRE=1 \
-  --env "CASE=$CASE" --env "SIDES=$SIDES" --env "VIEWERS=$VIEWERS" --env "WINDOW=$WINDOW" \
+  --env "CASE=$CASE" --env "SIDES=$SIDES" --env "VIEWERS=$VIEWERS" --env "WINDOW=$WINDOW" --env "GRPC=$GRPC" \
   --env "COUNTS_ONLY=$COUNTS_ONLY" \
   -- "$(command -v dash)" /opt/perf/guest.sh | grep -v '^\[ *[0-9.]*\]'
