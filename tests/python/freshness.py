@@ -13,6 +13,10 @@ Modes:
   the age of the first frames read after the pause.
 - --viewers N: N viewers opened at once from this process (grpcio puts them all on one HTTP/2
   connection); reports how long each waited for its first frame or the status that refused it.
+  With --expect-served K the exit status is 1 unless exactly K viewers got frames, every other
+  one was refused with RESOURCE_EXHAUSTED naming the limit (K) and this host, and no viewer was
+  refused for another reason or got its first frame only after a served viewer had finished
+  (that is what a viewer queued behind HTTP/2's stream limit would do). No clock is judged.
 
 Frame age: camcast.v1 frames carry capture_time_unix_us and seq. The tutorial API's frames
 carry only the JPEG, so a reference camcast.v1 reader on a connection of its own reads every
@@ -208,7 +212,11 @@ def run_many(mods, args, target):
                     first = time.monotonic() - start
                 if time.monotonic() - start > args.duration:
                     break
-            results[i] = {"first_s": round(first, 3), "frames": got}
+            done = round(time.monotonic() - start, 3)
+            if first is None:  # the stream ended with OK and no frame
+                results[i] = {"ended_s": done}
+            else:
+                results[i] = {"first_s": round(first, 3), "frames": got, "done_s": done}
         except grpc.RpcError as e:
             results[i] = {"refused_s": round(time.monotonic() - start, 3),
                           "code": e.code().name, "message": e.details()}
@@ -221,9 +229,9 @@ def run_many(mods, args, target):
     for t in threads:
         t.join()
     channel.close()
-    served = [r for r in results if "first_s" in r]
-    refused = [r for r in results if "code" in r]
-    return {
+    served = [r for r in results if r and "first_s" in r]
+    refused = [r for r in results if r and "code" in r]
+    summary = {
         "viewers": args.viewers,
         "served": len(served),
         "refused": len(refused),
@@ -232,6 +240,35 @@ def run_many(mods, args, target):
         "refusals": sorted({f'{r["code"]}: {r["message"]}' for r in refused}),
         "fps_each": round(min(r["frames"] for r in served) / args.duration, 1) if served else None,
     }
+    if args.expect_served is not None:
+        host = target.rsplit(":", 1)[0].strip("[]")
+        summary["admission_failures"] = check_admission(results, args.expect_served, host)
+    return summary
+
+
+def check_admission(results, expect_served, host):
+    """The admission verdict for --viewers with --expect-served: a list of failures."""
+    served = [r for r in results if r and "first_s" in r]
+    refused = [r for r in results if r and "code" in r]
+    fails = []
+    if len(served) != expect_served:
+        fails.append(f"{len(served)} viewers served, want {expect_served}")
+    want = f"({expect_served} viewers from {host})"
+    wrong = sorted({f"{r['code']}: {r['message']!r}" for r in refused
+                    if r["code"] != "RESOURCE_EXHAUSTED" or want not in (r["message"] or "")})
+    for w in wrong:
+        fails.append(f"refused with {w}, want RESOURCE_EXHAUSTED naming {want}")
+    other = len(results) - len(served) - len(refused)
+    if other:
+        fails.append(f"{other} viewers ended with neither a frame nor a refusal")
+    first_done = min((r["done_s"] for r in served), default=None)
+    # A viewer queued behind HTTP/2's stream limit gets its answer only when a stream ends.
+    late = [r for r in served if r["first_s"] > first_done]
+    late += [r for r in refused if first_done is not None and r["refused_s"] > first_done]
+    if late:
+        fails.append(f"{len(late)} viewers got their first frame or refusal only after a served "
+                     "viewer had finished (queued, not answered at once)")
+    return fails
 
 
 def main():
@@ -245,6 +282,7 @@ def main():
     p.add_argument("--viewers", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--check-lag", type=int, default=None)
+    p.add_argument("--expect-served", type=int, default=None)
     args = p.parse_args()
     if args.contract == "seed":
         args.contract = "tutorial"
@@ -268,7 +306,12 @@ def main():
     else:
         for k, v in result.items():
             print(f"{k}: {v}")
-    if args.check_lag is None or args.viewers:
+    if args.viewers:
+        fails = result.get("admission_failures") or []
+        for f in fails:
+            print(f"FAIL: {f}")
+        return 1 if fails else 0
+    if args.check_lag is None:
         return 0
     lag = result.get("lag_max_after_pause" if args.pause else "lag_max_last_10s")
     if lag is None or lag > args.check_lag or result["skipped_total"] == 0:
