@@ -242,14 +242,13 @@ def run_many(mods, args, target):
     }
     if args.expect_served is not None:
         host = target.rsplit(":", 1)[0].strip("[]")
-        summary["admission_failures"] = check_admission(results, args.expect_served, host)
+        summary["admission_failures"] = check_admission(
+            len(results), served, refused, args.expect_served, host)
     return summary
 
 
-def check_admission(results, expect_served, host):
+def check_admission(viewers, served, refused, expect_served, host):
     """The admission verdict for --viewers with --expect-served: a list of failures."""
-    served = [r for r in results if r and "first_s" in r]
-    refused = [r for r in results if r and "code" in r]
     fails = []
     if len(served) != expect_served:
         fails.append(f"{len(served)} viewers served, want {expect_served}")
@@ -258,7 +257,7 @@ def check_admission(results, expect_served, host):
                     if r["code"] != "RESOURCE_EXHAUSTED" or want not in (r["message"] or "")})
     for w in wrong:
         fails.append(f"refused with {w}, want RESOURCE_EXHAUSTED naming {want}")
-    other = len(results) - len(served) - len(refused)
+    other = viewers - len(served) - len(refused)
     if other:
         fails.append(f"{other} viewers ended with neither a frame nor a refusal")
     first_done = min((r["done_s"] for r in served), default=None)
