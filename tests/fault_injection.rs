@@ -11,6 +11,7 @@ use camcast::grpc::V1_SERVICE;
 use camcast::hub::{Hub, HubConfig};
 use camcast::led::{self, RecordingLed};
 use camcast::source::chaos::{ChaosConfig, ChaosSource, Fault};
+use camcast::source::fake::{FakeSource, Step};
 use camcast::source::FrameSource;
 use camcast::status::{State, StatusCell};
 use common::{decode, pattern, TestServer};
@@ -156,7 +157,9 @@ async fn health_follows_stall_and_failure_and_the_viewer_recovers() {
     .concat();
     let plan = plan.into_iter().chain([Fault::Failed]);
     let source = Box::new(ChaosSource::planned(small_pattern(), plan));
-    let rig = Rig::start(source, Duration::from_millis(300)).await;
+    // Each NOT_SERVING lasts the retry delay, and the health stream and this test must each
+    // see it before it ends: 1 s leaves room for a slow machine (qemu-user in CI).
+    let rig = Rig::start(source, Duration::from_secs(1)).await;
     let mut states = rig.status.subscribe();
     let mut health = health_watch(&rig.target).await;
     let mut viewer = rig.viewer(false, "patient").await;
@@ -193,11 +196,15 @@ async fn health_follows_stall_and_failure_and_the_viewer_recovers() {
 /// The LED plays the fault pattern (5 Hz) while the source is failing, and the streaming
 /// heartbeat (2 pulses a second) otherwise. The fault is held for 2 s by the retry delay, so
 /// the LED toggles about 20 times in it; the heartbeat would toggle at most 9 times in 2 s.
+///
+/// The failure is cued only once the viewer has its first frame: a failure planned a few
+/// frames after start could come before a slow viewer's first read, which clears the frame
+/// slot, so that viewer's first frame (and the test's first look at the state) came after the
+/// recovery, and the fault was never seen (an aarch64 CI run under qemu-user, 2026-12-02).
 #[tokio::test]
 async fn led_blinks_fault_while_the_source_fails() {
-    let plan = vec![Fault::None; 3].into_iter().chain([Fault::Failed]);
-    let source = Box::new(ChaosSource::planned(small_pattern(), plan));
-    let rig = Rig::start(source, Duration::from_secs(2)).await;
+    let (source, camera) = FakeSource::new(160, 120, Duration::from_millis(33));
+    let rig = Rig::start(Box::new(source), Duration::from_secs(2)).await;
     let fake = RecordingLed::new();
     let led_stop = CancellationToken::new();
     let led_task = led::spawn(Box::new(fake.clone()), &rig.status, led_stop.clone());
@@ -205,6 +212,7 @@ async fn led_blinks_fault_while_the_source_fails() {
     let mut viewer = rig.viewer(false, "v").await;
     viewer.next().await.unwrap().unwrap();
 
+    camera.push([Step::Fail]);
     within(states.wait_for(|s| s.state == State::Fault)).await;
     let fault_at = tokio::time::Instant::now();
     within(states.wait_for(|s| s.state == State::Streaming)).await;
