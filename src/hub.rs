@@ -474,12 +474,27 @@ impl Hub {
 
     /// Ends every viewer's stream, stops capture and waits for the capture thread to finish.
     pub async fn shutdown(&self) {
-        self.shared.closed.cancel();
-        self.shared.demand.update(|d| d.shutdown = true);
-        let thread = self.thread.lock().unwrap().take();
-        if let Some(t) = thread {
+        if let Some(t) = self.begin_shutdown() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
+    }
+
+    /// [`shutdown`](Self::shutdown) for a path that cannot await, such as a drop while a
+    /// panic unwinds: blocks until the capture thread has let the camera go (at most one
+    /// `next_frame`, which a V4L2 source bounds by its frame timeout).
+    pub fn shutdown_blocking(&self) {
+        if let Some(t) = self.begin_shutdown() {
+            let _ = t.join();
+        }
+    }
+
+    /// Tells viewers and the capture thread to stop; the thread's handle, if not yet taken.
+    fn begin_shutdown(&self) -> Option<JoinHandle<()>> {
+        self.shared.closed.cancel();
+        self.shared.demand.update(|d| d.shutdown = true);
+        // A poisoned lock only means a panic elsewhere; the handle inside is still good.
+        let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        thread.take()
     }
 }
 
@@ -1105,8 +1120,10 @@ mod tests {
 
     #[tokio::test]
     async fn failing_source_reports_fault_and_recovers() {
+        // The fault lasts the retry delay, and the test must look within it: 5 ms was too
+        // short a window for a loaded machine or an emulated CPU.
         let cfg = HubConfig {
-            retry_min: Duration::from_millis(5),
+            retry_min: Duration::from_secs(1),
             ..HubConfig::default()
         };
         let (hub, fake) = fake_hub(cfg);
@@ -1124,6 +1141,18 @@ mod tests {
             .unwrap();
         assert!(sub.next().await.is_some());
         hub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn blocking_shutdown_lets_the_camera_go_before_it_returns() {
+        let (hub, fake) = fake_hub(HubConfig::default());
+        let mut sub = hub.connect(viewer("v")).unwrap();
+        sub.next().await.unwrap();
+        assert!(fake.running());
+        hub.shutdown_blocking();
+        assert!(!fake.running(), "source stopped");
+        assert_eq!(fake.stops(), 1);
+        assert!(sub.next().await.is_none(), "the viewer's stream ended");
     }
 
     #[tokio::test]

@@ -270,10 +270,17 @@ impl TestServer {
     }
 }
 
+/// A server the test never stopped (it panicked, or forgot to). Its cameras are let go before
+/// the drop returns: the runtime that would run the shutdown is about to go, and a capture
+/// thread left running would hold the device (a vivid node in the VM suite) and fail the
+/// tests after this one.
 impl Drop for TestServer {
     fn drop(&mut self) {
         if self.session.is_some() {
             self.shutdown_begun.cancel();
+            for camera in self.cameras.iter() {
+                camera.hub.shutdown_blocking();
+            }
             if !std::thread::panicking() {
                 panic!("TestServer dropped without stop(): its invariants were never checked");
             }
