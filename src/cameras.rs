@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CameraName;
-use crate::hub::Hub;
+use crate::hub::{Hub, HubReport};
 use crate::status::{State, Status, StatusCell};
 
 /// One camera: its name, its hub, and the state its hub publishes.
@@ -81,6 +81,18 @@ impl Cameras {
 
     pub fn names(&self) -> Vec<&str> {
         self.list.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// A report of every camera, each taken once, in order, and the `asked` camera's own (its
+    /// entry's copy): an answer that shows both its details and the camera list agrees with
+    /// itself.
+    pub fn reports_for(&self, asked: &Camera) -> (HubReport, Vec<(&Camera, HubReport)>) {
+        let each: Vec<_> = self.list.iter().map(|c| (c, c.hub.report())).collect();
+        let own = each
+            .iter()
+            .find(|(c, _)| c.name == asked.name)
+            .map_or_else(|| asked.hub.report(), |(_, r)| r.clone());
+        (own, each)
     }
 
     /// Viewers on every camera now.

@@ -73,19 +73,10 @@ impl Camera for CameraService {
     ) -> Result<Response<pb::CameraInfo>, Status> {
         let asked = self.cameras.get(&request.get_ref().camera)?;
         let default = self.cameras.default_camera().name.clone();
-        // One report per camera, so the asked camera's summary and its details agree.
-        let report = asked.hub.report();
-        let cameras = self
-            .cameras
-            .iter()
-            .map(|c| {
-                let r = if c.name == asked.name {
-                    report.clone()
-                } else {
-                    c.hub.report()
-                };
-                summary_to_pb(c.name.as_str(), c.name == default, r)
-            })
+        let (report, each) = self.cameras.reports_for(asked);
+        let cameras = each
+            .into_iter()
+            .map(|(c, r)| summary_to_pb(c.name.as_str(), c.name == default, r))
             .collect();
         let mut info = info_to_pb(report);
         info.camera = asked.name.to_string();

@@ -190,21 +190,12 @@ pub(super) async fn info(
     State(app): State<AppState>,
     SelectedCamera(camera): SelectedCamera,
 ) -> impl IntoResponse {
-    let r = camera.hub.report();
+    let (r, each) = app.cameras.reports_for(&camera);
     let mode = r.mode.as_ref();
     let default = &app.cameras.default_camera().name;
-    let cameras: Vec<serde_json::Value> = app
-        .cameras
+    let cameras: Vec<serde_json::Value> = each
         .iter()
-        .map(|c| {
-            // The asked camera's entry from the same report as the details below.
-            let own;
-            let r = if c.name == camera.name {
-                &r
-            } else {
-                own = c.hub.report();
-                &own
-            };
+        .map(|(c, r)| {
             let mode = r.mode.as_ref();
             json!({
                 "name": c.name.as_str(),
