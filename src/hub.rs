@@ -1014,6 +1014,9 @@ mod tests {
         assert!(second.frame.seq >= first.frame.seq + 20);
         assert_eq!(second.skipped, second.frame.seq - first.frame.seq - 1);
         assert!(fast_frames > 0 && fast_skipped + fast_frames >= 20);
+        // Captured frames and a viewer's skips are read apart within a report: stop capture
+        // first so no frame lands between the two reads.
+        hub.shutdown().await;
         let report = hub.report();
         let slow_report = report
             .viewers
@@ -1030,7 +1033,6 @@ mod tests {
             second.skipped + (newest - second.frame.seq).saturating_sub(1),
             "skipped = missed between reads + missed since the last read"
         );
-        hub.shutdown().await;
     }
 
     #[tokio::test]
