@@ -98,12 +98,21 @@ async fn low_point_after(server: &TestServer, n: u64, churn: &Churn) -> Low {
     }
     churn.paused.store(true, Ordering::SeqCst);
     while server.hub.viewer_count() > STEADY || churn.active.load(Ordering::SeqCst) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the churning viewers never left"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let n = starts();
     let mut low = u64::MAX;
     let mut rss_low = u64::MAX;
     while starts() < n + 40 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "capture stopped restarting at {}",
+            starts()
+        );
         low = low.min(heap_in_use());
         rss_low = rss_low.min(rss());
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -185,7 +194,9 @@ fn heap_in_use_plateaus_over_thousands_of_capture_restarts() {
 }
 
 async fn measure() {
-    let total = WARM_UP + 2 * MEASURED + 100;
+    // Restarts go on while the churn pauses before each measurement: the plan must outlast
+    // them, or capture stops restarting and the last measurement waits for nothing.
+    let total = WARM_UP + 2 * MEASURED + 1000;
     let cfg = HubConfig {
         retry_min: Duration::from_millis(1),
         retry_max: Duration::from_millis(1),
