@@ -541,6 +541,8 @@ impl Registration {
         });
         viewers.insert(id, entry.clone());
         let watching = viewers.len();
+        // Published under the registry's lock, so counts go out in the registry's order.
+        s.viewer_count.send_replace(watching);
         drop(viewers);
         let registration = Registration {
             hub: hub.clone(),
@@ -548,7 +550,6 @@ impl Registration {
             entry,
             _seat: seat,
         };
-        s.viewer_count.send_replace(watching);
         s.counters.viewers_total.fetch_add(1, Ordering::Relaxed);
         s.stats.viewer_joined(registration.entry.info.api);
         let e = &registration.entry;
@@ -564,8 +565,9 @@ impl Drop for Registration {
         let mut viewers = s.viewers.lock().unwrap_or_else(|p| p.into_inner());
         viewers.remove(&self.id);
         let watching = viewers.len();
-        drop(viewers);
+        // Under the lock: two viewers leaving at once must not publish in the wrong order.
         s.viewer_count.send_replace(watching);
+        drop(viewers);
         s.stats.viewer_left(self.entry.info.api);
         let e = &self.entry;
         tracing::info!(viewer = %e.info.name, addr = %e.info.addr_text(), api = e.info.api.as_str(),
@@ -1147,6 +1149,33 @@ mod tests {
             .await
             .unwrap();
         assert!(sub.next().await.is_some());
+        hub.shutdown().await;
+    }
+
+    /// Viewers joining and leaving on several threads at once: the published count must end
+    /// where the registry does. It was published after the registry's lock was let go, so two
+    /// viewers leaving together could publish their counts in the wrong order and leave it
+    /// stuck above zero, with capture running for nobody.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_viewer_count_ends_at_zero_when_viewers_leave_together() {
+        let (hub, _fake) = fake_hub(HubConfig::default());
+        for _ in 0..2_000 {
+            let barrier = Arc::new(std::sync::Barrier::new(3));
+            let leaving: Vec<_> = (0..3)
+                .map(|_| {
+                    let (hub, barrier) = (hub.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let sub = hub.connect(viewer("v")).unwrap();
+                        barrier.wait();
+                        drop(sub);
+                    })
+                })
+                .collect();
+            for t in leaving {
+                t.join().unwrap();
+            }
+            assert_eq!(hub.viewer_count(), 0, "published count after all left");
+        }
         hub.shutdown().await;
     }
 
